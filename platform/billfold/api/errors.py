@@ -1,0 +1,157 @@
+"""One error envelope for every error status.
+
+    {"trackingId": "trk_…", "code": "insufficient_funds", "message": "…",
+     "error": {"code": "…", "message": "…", "fix": "…", "field": "…", "provider": "…", "providerCode": "…"}}
+
+The tracking id is also sent as the ``X-Tracking-Id`` header and written to the log line, so an
+operator can find the request a tenant reports. Extra top-level fields carry what a document
+asks for (``next_action`` and ``client_secret`` on 3-D Secure, the balance on 402).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+
+from billfold.errors import BillfoldError
+
+logger = logging.getLogger("billfold.api")
+
+TRACKING_HEADER = "X-Tracking-Id"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def new_tracking_id() -> str:
+    return "trk_" + secrets.token_hex(10)
+
+
+def error_response(
+    request: Request[Any, Any, Any],
+    *,
+    status_code: int,
+    code: str,
+    message: str,
+    fix: str | None = None,
+    field: str | None = None,
+    provider: str | None = None,
+    provider_code: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    tracking_id = new_tracking_id()
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fix:
+        error["fix"] = fix
+    if field:
+        error["field"] = field
+    if provider:
+        error["provider"] = provider
+    if provider_code:
+        error["providerCode"] = provider_code
+    body: dict[str, Any] = {"trackingId": tracking_id, "code": code, "message": message, "error": error}
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    level = logging.ERROR if status_code >= 500 else logging.INFO
+    logger.log(
+        level,
+        "%s %s -> %s %s tracking_id=%s%s",
+        request.method,
+        request.url.path,
+        status_code,
+        code,
+        tracking_id,
+        f" field={field}" if field else "",
+    )
+    return Response(
+        content=body,
+        status_code=status_code,
+        headers={**(headers or {}), TRACKING_HEADER: tracking_id},
+    )
+
+
+def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Response[dict[str, Any]]:
+    return error_response(
+        request,
+        status_code=exc.status_code,
+        code=exc.code,
+        message=exc.message,
+        fix=exc.fix,
+        field=exc.field,
+        provider=exc.provider,
+        provider_code=exc.provider_code,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    field = None
+    message = exc.detail or "the request did not match the expected schema"
+    details = exc.extra if isinstance(exc.extra, list) else []
+    if details and isinstance(details[0], dict):
+        first = details[0]
+        field = first.get("key") or None
+        if first.get("message"):
+            message = str(first["message"])
+            if field:
+                message = f"{field}: {message}"
+    return error_response(
+        request,
+        status_code=400,
+        code="validation_error",
+        message=message,
+        field=field,
+        extra={"details": details} if len(details) > 1 else None,
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 429 and "Retry-After" not in headers:
+        headers["Retry-After"] = headers.get("RateLimit-Reset", "1")
+    return error_response(
+        request,
+        status_code=exc.status_code,
+        code=_HTTP_CODES.get(exc.status_code, "http_error"),
+        message=exc.detail,
+        fix="Slow down and retry after the Retry-After seconds." if exc.status_code == 429 else None,
+        headers=headers,
+    )
+
+
+def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    response = error_response(
+        request,
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="internal_error",
+        message="an internal error occurred; quote the tracking id when reporting it",
+    )
+    logger.error(
+        "unhandled error tracking_id=%s", response.headers[TRACKING_HEADER], exc_info=(type(exc), exc, exc.__traceback__)
+    )
+    return response
+
+
+exception_handlers: ExceptionHandlersMap = {
+    BillfoldError: _billfold_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unhandled,
+}

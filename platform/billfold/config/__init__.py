@@ -1,0 +1,35 @@
+"""Operator configuration: config/billing.yaml → typed, validated, immutable structs."""
+
+from __future__ import annotations
+
+from billfold.config.loader import ConfigError, load_config, load_config_text
+from billfold.config.schema import (
+    AlertsConfig,
+    AuthConfig,
+    AutoReloadDefaults,
+    BillfoldConfig,
+    ChannelConfig,
+    CurrencyConfig,
+    DatabaseConfig,
+    HoldsConfig,
+    RateLimitsConfig,
+    ServerConfig,
+    WorkerConfig,
+)
+
+__all__ = [
+    "AlertsConfig",
+    "AuthConfig",
+    "AutoReloadDefaults",
+    "BillfoldConfig",
+    "ChannelConfig",
+    "ConfigError",
+    "CurrencyConfig",
+    "DatabaseConfig",
+    "HoldsConfig",
+    "RateLimitsConfig",
+    "ServerConfig",
+    "WorkerConfig",
+    "load_config",
+    "load_config_text",
+]

@@ -1,0 +1,127 @@
+"""The shape of billing.yaml. Every struct is frozen and rejects unknown keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for every config section: immutable, no unknown keys."""
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///billfold.db"
+    pool_size: int = 10
+    max_overflow: int = 10
+    echo: bool = False
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+
+class CurrencyConfig(_Section):
+    minimum_top_up: int
+    maximum_top_up: int
+    minor_units: int = 2
+    symbol: str = ""
+
+    def __post_init__(self) -> None:
+        if self.minimum_top_up < 1:
+            raise ValueError("minimum_top_up must be at least 1")
+        if self.maximum_top_up < self.minimum_top_up:
+            raise ValueError("maximum_top_up must not be below minimum_top_up")
+        if not 0 <= self.minor_units <= 4:
+            raise ValueError("minor_units must be between 0 and 4")
+
+
+class PriceTier(_Section):
+    """Price per unit once the monthly volume reaches ``from_units``."""
+
+    from_units: int
+    price: Decimal
+
+
+class ChannelConfig(_Section):
+    unit: str
+    price: Decimal
+    """Price of one unit in the currency's minor unit; may be fractional (0.79 = 0.79 cents)."""
+    tiers: tuple[PriceTier, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.price < 0:
+            raise ValueError("price must not be negative")
+
+
+class AutoReloadDefaults(_Section):
+    enabled: bool = False
+    minimum_cents: int = 1000
+    amount_cents: int = 5000
+    monthly_limit_cents: int | None = None
+    max_consecutive_failures: int = 3
+
+
+class AlertsConfig(_Section):
+    thresholds_cents: tuple[int, ...] = (1000, 0)
+
+
+class RateLimitsConfig(_Section):
+    enabled: bool = True
+    unit: Literal["second", "minute", "hour", "day"] = "minute"
+    requests: int = 6000
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class AuthConfig(_Section):
+    key_cache_seconds: float = 5.0
+    """How long a verified API key is remembered in-process. Revocation is seen at once by the
+    process that revokes, and by the others within this many seconds."""
+
+
+class HoldsConfig(_Section):
+    default_expires_in_seconds: int = 900
+    max_expires_in_seconds: int = 7 * 24 * 3600
+
+
+class WorkerConfig(_Section):
+    in_process: bool = True
+    """Run the background worker inside `billfold serve` (the embedded default)."""
+    poll_interval_seconds: float = 0.5
+    batch_size: int = 50
+    max_attempts: int = 10
+
+
+class BillfoldConfig(_Section):
+    environment: Literal["development", "production"] = "development"
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    default_currency: str = "usd"
+    currencies: dict[str, CurrencyConfig] = msgspec.field(default_factory=dict)
+    channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
+    auto_reload: AutoReloadDefaults = msgspec.field(default_factory=AutoReloadDefaults)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
+    worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Raw plugin sections; each is validated by its plugin's own schema (see billfold.plugins)."""
+
+    def __post_init__(self) -> None:
+        if not self.currencies:
+            raise ValueError("at least one currency must be declared under `currencies`")
+        if self.default_currency not in self.currencies:
+            raise ValueError(f"default_currency `{self.default_currency}` is not declared under `currencies`")
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def currency(self, code: str) -> CurrencyConfig:
+        return self.currencies[code]

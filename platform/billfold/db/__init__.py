@@ -1,0 +1,8 @@
+"""Database plumbing shared by every domain: the model base, engine factory and column helpers."""
+
+from __future__ import annotations
+
+from billfold.db.base import BigIntId, JsonDict, metadata, utcnow
+from billfold.db.engine import create_engine, dialect_name
+
+__all__ = ["BigIntId", "JsonDict", "create_engine", "dialect_name", "metadata", "utcnow"]

@@ -1,0 +1,22 @@
+"""Import every model so metadata (and Alembic autogenerate) sees all tables."""
+
+from __future__ import annotations
+
+from billfold.events.models import OutboxEvent
+from billfold.ledger.models import Account, Entry, Hold, IdempotencyRecord
+from billfold.orgs.models import ApiKey, Organization
+from billfold.payments.models import BillingProfile, Payment, PaymentMethod, ProviderEvent
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "BillingProfile",
+    "Entry",
+    "Hold",
+    "IdempotencyRecord",
+    "Organization",
+    "OutboxEvent",
+    "Payment",
+    "PaymentMethod",
+    "ProviderEvent",
+]

@@ -1,0 +1,83 @@
+"""Idempotency keys for every write that moves money.
+
+The key row is inserted in the same transaction as the money movement and completed with the
+response before commit. A concurrent request with the same key waits on the row (PostgreSQL's
+unique index; SQLite's single writer), then replays the stored response. Failed requests roll
+back with their key, so a retry after an error runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billfold.errors import Conflict, ValidationFailed
+from billfold.ledger.models import IdempotencyRecord
+
+records = IdempotencyRecord.__table__
+
+MAX_KEY_LENGTH = 255
+
+
+class StoredResponse(msgspec.Struct, frozen=True):
+    status_code: int
+    body: bytes
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """Hash of what the request asks for; the same key with another fingerprint is a conflict."""
+    try:
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body.strip() else b""
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(b"\0".join((method.encode(), path.encode(), canonical))).hexdigest()
+
+
+async def claim(
+    conn: AsyncConnection, org_id: uuid.UUID, key: str, fingerprint: str
+) -> StoredResponse | None:
+    """Claim ``key`` for this request. Returns the stored response when the key was used before."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
+            code="invalid_idempotency_key",
+            field="Idempotency-Key",
+        )
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    inserted = await conn.execute(
+        insert(records)
+        .values(org_id=org_id, key=key, request_hash=fingerprint)
+        .on_conflict_do_nothing(index_elements=[records.c.org_id, records.c.key])
+        .returning(records.c.key)
+    )
+    if inserted.first() is not None:
+        return None
+    row = (
+        await conn.execute(
+            select(records.c.request_hash, records.c.status_code, records.c.response_body).where(
+                records.c.org_id == org_id, records.c.key == key
+            )
+        )
+    ).one()
+    if row.request_hash != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request",
+            code="idempotency_key_reused",
+            fix="Use a new Idempotency-Key for a different request.",
+            field="Idempotency-Key",
+        )
+    return StoredResponse(status_code=row.status_code, body=bytes(row.response_body))
+
+
+async def complete(conn: AsyncConnection, org_id: uuid.UUID, key: str, status_code: int, body: bytes) -> None:
+    await conn.execute(
+        update(records)
+        .where(records.c.org_id == org_id, records.c.key == key)
+        .values(status_code=status_code, response_body=body)
+    )
