@@ -116,7 +116,9 @@ def config_check(path: str | None) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"ok: {path or default_config_path()} ({loaded.environment}, {len(loaded.currencies)} currencies)")
+    click.echo(
+        f"ok: {path or default_config_path()} ({loaded.environment}, {len(loaded.currencies)} currencies)"
+    )
 
 
 @main.group()
@@ -154,7 +156,13 @@ def orgs_create(name: str, currency: str | None, as_json: bool) -> None:
         async with state.engine.begin() as conn:
             org = await state.orgs.create(conn, name=name, currency=currency or state.config.default_currency)
             key = await state.orgs.issue_key(conn, org.id, name="default")
-        return {"id": str(org.id), "name": org.name, "currency": org.currency, "api_key": key.api_key, "key_id": str(key.id)}
+        return {
+            "id": str(org.id),
+            "name": org.name,
+            "currency": org.currency,
+            "api_key": key.api_key,
+            "key_id": str(key.id),
+        }
 
     result = _run(go)
     if as_json:

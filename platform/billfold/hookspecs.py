@@ -45,7 +45,9 @@ def billfold_payment_provider(state: Any) -> Any:
 
 
 @hookspec
-def billfold_authorize_debit(conn: Any, org_id: Any, amount_cents: int, kind: str, context: dict[str, Any]) -> Any:
+def billfold_authorize_debit(
+    conn: Any, org_id: Any, amount_cents: int, kind: str, context: dict[str, Any], state: Any
+) -> Any:
     """Decide whether a debit (charge or hold) may happen, before the balance is touched.
 
     Runs inside the writing transaction (``conn`` is the SQLAlchemy AsyncConnection). Refuse by
@@ -54,7 +56,7 @@ def billfold_authorize_debit(conn: Any, org_id: Any, amount_cents: int, kind: st
 
 
 @hookspec
-def billfold_ledger_entry_written(conn: Any, entry: Any, account: Any) -> Any:
+def billfold_ledger_entry_written(conn: Any, entry: Any, account: Any, state: Any) -> Any:
     """A ledger entry was written; called inside the same transaction, before commit.
 
     ``entry`` is a :class:`billfold.ledger.service.EntryRow`, ``account`` the

@@ -88,7 +88,9 @@ def validate_plugin_configs(
         )
     for name, schema in schemas.items():
         if name not in converted:
-            converted[name] = convert_section({}, schema, lines=lines, prefix=f"plugins.{name}", source=source)
+            converted[name] = convert_section(
+                {}, schema, lines=lines, prefix=f"plugins.{name}", source=source
+            )
     return converted
 
 

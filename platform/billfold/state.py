@@ -41,7 +41,7 @@ class AppState:
         )
         self.engine = engine or create_engine(config.database)
         self.admin_api_key = os.environ.get("BILLFOLD_ADMIN_API_KEY") or None
-        self.ledger = LedgerService(self.pm)
+        self.ledger = LedgerService(self.pm, self)
         self.orgs = OrgService(
             self.engine,
             self.ledger,

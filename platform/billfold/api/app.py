@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar, Request, get
 from litestar.config.app import AppConfig
@@ -23,7 +23,12 @@ from billfold.api.auth import admin_guard
 from billfold.api.errors import exception_handlers
 from billfold.ledger.routes import CreditsController, LedgerController
 from billfold.orgs.routes import AdminController, KeysController
-from billfold.payments.routes import BillingController, OrganizationBillingController, OrgBillingController
+from billfold.payments.routes import (
+    PAYMENT_ROUTES,
+    BillingController,
+    OrganizationBillingController,
+    OrgBillingController,
+)
 from billfold.plugins import call_all, plugin_names
 from billfold.state import AppState
 
@@ -79,10 +84,11 @@ class BillfoldPlugin(InitPluginProtocol):
                 BillingController,
                 OrgBillingController,
                 OrganizationBillingController,
+                *PAYMENT_ROUTES,
             ]
         )
         for answer in self.state.pm.hook.billfold_routes(state=self.state):
-            app_config.route_handlers.extend(answer or [])
+            app_config.route_handlers.extend(cast("list[Any]", answer or []))
 
     def _configure_errors(self, app_config: AppConfig) -> None:
         app_config.exception_handlers.update(exception_handlers)

@@ -11,6 +11,7 @@ asks for (``next_action`` and ``client_secret`` on 3-D Secure, the balance on 40
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -24,6 +25,8 @@ from billfold.errors import BillfoldError
 logger = logging.getLogger("billfold.api")
 
 TRACKING_HEADER = "X-Tracking-Id"
+
+_BODY_FIELD = re.compile(r"(?:unknown|missing required) field `(?P<field>[^`]+)`")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -108,10 +111,16 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     if details and isinstance(details[0], dict):
         first = details[0]
         field = first.get("key") or None
-        if first.get("message"):
-            message = str(first["message"])
-            if field:
-                message = f"{field}: {message}"
+        detail = str(first.get("message") or "")
+        if field == "data" and first.get("source") == "body":
+            # Litestar names the whole body `data`; name the offending field instead.
+            named = _BODY_FIELD.search(detail)
+            if named:
+                field = named.group("field")
+            elif detail == "'data'":
+                field, detail = None, "a JSON request body is required"
+        if detail:
+            message = f"{field}: {detail}" if field else detail
     return error_response(
         request,
         status_code=400,
@@ -144,7 +153,9 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
         message="an internal error occurred; quote the tracking id when reporting it",
     )
     logger.error(
-        "unhandled error tracking_id=%s", response.headers[TRACKING_HEADER], exc_info=(type(exc), exc, exc.__traceback__)
+        "unhandled error tracking_id=%s",
+        response.headers[TRACKING_HEADER],
+        exc_info=(type(exc), exc, exc.__traceback__),
     )
     return response
 

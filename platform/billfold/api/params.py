@@ -25,8 +25,8 @@ def parse_instant(value: str | None, field: str, *, end_of_day: bool = False) ->
             field=field,
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
 
 
 def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
@@ -41,7 +41,9 @@ def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
     return cursor
 
 
-def parse_limit(value: str | int | None, *, default: int = 50, maximum: int = 200, field: str = "limit") -> int:
+def parse_limit(
+    value: str | int | None, *, default: int = 50, maximum: int = 200, field: str = "limit"
+) -> int:
     if value is None or value == "":
         return default
     try:

@@ -12,20 +12,20 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base for every config section: immutable, no unknown keys."""
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite+aiosqlite:///billfold.db"
     pool_size: int = 10
     max_overflow: int = 10
     echo: bool = False
 
 
-class ServerConfig(_Section):
+class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
 
 
-class CurrencyConfig(_Section):
+class CurrencyConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     minimum_top_up: int
     maximum_top_up: int
     minor_units: int = 2
@@ -40,14 +40,14 @@ class CurrencyConfig(_Section):
             raise ValueError("minor_units must be between 0 and 4")
 
 
-class PriceTier(_Section):
+class PriceTier(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Price per unit once the monthly volume reaches ``from_units``."""
 
     from_units: int
     price: Decimal
 
 
-class ChannelConfig(_Section):
+class ChannelConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     unit: str
     price: Decimal
     """Price of one unit in the currency's minor unit; may be fractional (0.79 = 0.79 cents)."""
@@ -58,7 +58,7 @@ class ChannelConfig(_Section):
             raise ValueError("price must not be negative")
 
 
-class AutoReloadDefaults(_Section):
+class AutoReloadDefaults(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     minimum_cents: int = 1000
     amount_cents: int = 5000
@@ -66,11 +66,11 @@ class AutoReloadDefaults(_Section):
     max_consecutive_failures: int = 3
 
 
-class AlertsConfig(_Section):
+class AlertsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     thresholds_cents: tuple[int, ...] = (1000, 0)
 
 
-class RateLimitsConfig(_Section):
+class RateLimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     unit: Literal["second", "minute", "hour", "day"] = "minute"
     requests: int = 6000
@@ -78,18 +78,18 @@ class RateLimitsConfig(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
-class AuthConfig(_Section):
+class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     key_cache_seconds: float = 5.0
     """How long a verified API key is remembered in-process. Revocation is seen at once by the
     process that revokes, and by the others within this many seconds."""
 
 
-class HoldsConfig(_Section):
+class HoldsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     default_expires_in_seconds: int = 900
     max_expires_in_seconds: int = 7 * 24 * 3600
 
 
-class WorkerConfig(_Section):
+class WorkerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     in_process: bool = True
     """Run the background worker inside `billfold serve` (the embedded default)."""
     poll_interval_seconds: float = 0.5
@@ -97,7 +97,7 @@ class WorkerConfig(_Section):
     max_attempts: int = 10
 
 
-class BillfoldConfig(_Section):
+class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     environment: Literal["development", "production"] = "development"
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)

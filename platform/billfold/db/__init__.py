@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billfold.db.base import BigIntId, JsonDict, metadata, utcnow
+from billfold.db.base import BigIntId, JsonDict, metadata, table_of, utcnow
 from billfold.db.engine import create_engine, dialect_name
 
-__all__ = ["BigIntId", "JsonDict", "create_engine", "dialect_name", "metadata", "utcnow"]
+__all__ = ["BigIntId", "JsonDict", "create_engine", "dialect_name", "metadata", "table_of", "utcnow"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, cast
 
 from advanced_alchemy.base import orm_registry
 from advanced_alchemy.types import JsonB
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, Integer, Table
 from sqlalchemy.types import TypeEngine
 
 metadata = orm_registry.metadata
@@ -19,4 +19,9 @@ JsonDict: TypeEngine[Any] = JsonB
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a model, typed as a Table (for the SQLAlchemy Core statements)."""
+    return cast("Table", model.__table__)

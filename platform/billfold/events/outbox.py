@@ -12,14 +12,14 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.db import utcnow
+from billfold.db import table_of, utcnow
 from billfold.events.models import OutboxEvent
 
 if TYPE_CHECKING:
     from billfold.state import AppState
 
 logger = logging.getLogger("billfold.events")
-outbox = OutboxEvent.__table__
+outbox = table_of(OutboxEvent)
 
 Handler = Callable[["AppState", "Event"], Awaitable[None]]
 
@@ -33,7 +33,9 @@ class Event(msgspec.Struct, frozen=True):
     attempts: int
 
 
-async def emit(conn: AsyncConnection, type: str, payload: dict[str, Any], *, org_id: uuid.UUID | None = None) -> None:
+async def emit(
+    conn: AsyncConnection, type: str, payload: dict[str, Any], *, org_id: uuid.UUID | None = None
+) -> None:
     """Record a domain event; it is delivered only if the surrounding transaction commits."""
     await conn.execute(outbox.insert().values(type=type, org_id=org_id, payload=payload))
 
@@ -67,7 +69,7 @@ async def claim_batch(conn: AsyncConnection, *, limit: int) -> list[Event]:
             type=r.type,
             org_id=r.org_id,
             payload=r.payload or {},
-            created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=datetime.timezone.utc),
+            created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=datetime.UTC),
             attempts=r.attempts,
         )
         for r in rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -73,10 +74,8 @@ class Worker:
             except Exception:
                 logger.exception("worker round failed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="billfold-worker")

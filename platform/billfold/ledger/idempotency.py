@@ -17,10 +17,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billfold.db import table_of
 from billfold.errors import Conflict, ValidationFailed
 from billfold.ledger.models import IdempotencyRecord
 
-records = IdempotencyRecord.__table__
+records = table_of(IdempotencyRecord)
 
 MAX_KEY_LENGTH = 255
 

@@ -33,7 +33,10 @@ from billfold.ledger.schemas import (
 )
 from billfold.state import AppState
 
-TENANT_DEPENDENCIES = {"tenant": Provide(provide_tenant), "app_state": Provide(provide_state, sync_to_thread=False)}
+TENANT_DEPENDENCIES = {
+    "tenant": Provide(provide_tenant),
+    "app_state": Provide(provide_state, sync_to_thread=False),
+}
 
 
 def _minor_units(app_state: AppState, currency: str) -> int:
@@ -104,7 +107,9 @@ class LedgerController(Controller):
         async with app_state.engine.connect() as conn:
             return to_hold(await app_state.ledger.get_hold(conn, tenant.org_id, hold_id))
 
-    @post("/holds/{hold_id:uuid}/capture", operation_id="CaptureHold", summary="Capture a hold, fully or partly")
+    @post(
+        "/holds/{hold_id:uuid}/capture", operation_id="CaptureHold", summary="Capture a hold, fully or partly"
+    )
     async def capture_hold(
         self,
         request: Request[Any, Any, Any],
@@ -153,9 +158,14 @@ class LedgerController(Controller):
         self,
         tenant: Tenant,
         app_state: AppState,
-        limit: Annotated[str | None, Parameter(description="1–200, default 50")] = None,
+        limit: Annotated[str | None, Parameter(description="1-200, default 50")] = None,
         offset: Annotated[int | None, Parameter(ge=0)] = None,
-        kind: Annotated[str | None, Parameter(description="credit, debit, adjustment, refund, hold, capture, release; comma separated")] = None,
+        kind: Annotated[
+            str | None,
+            Parameter(
+                description="credit, debit, adjustment, refund, hold, capture, release; comma separated"
+            ),
+        ] = None,
         start_date: str | None = None,
         end_date: str | None = None,
         cursor: str | None = None,

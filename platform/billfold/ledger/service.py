@@ -18,14 +18,14 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid_utils.compat import uuid7
 
-from billfold.db import utcnow
+from billfold.db import table_of, utcnow
 from billfold.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
 from billfold.ledger.models import Account, Entry, Hold
 from billfold.plugins import call_all
 
-accounts = Account.__table__
-entries = Entry.__table__
-holds = Hold.__table__
+accounts = table_of(Account)
+entries = table_of(Entry)
+holds = table_of(Hold)
 
 
 class AccountRow(msgspec.Struct, frozen=True):
@@ -116,7 +116,7 @@ _HOLD_COLUMNS = (
 
 
 def _as_utc(value: datetime.datetime) -> datetime.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 def _entry(row: Any) -> EntryRow:
@@ -168,8 +168,9 @@ class EntryPage(msgspec.Struct, frozen=True):
 class LedgerService:
     """Balance changes and reads. Methods take the caller's connection; the caller commits."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager, state: Any = None) -> None:
         self._hook = pm.hook
+        self._state = state
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -199,7 +200,9 @@ class LedgerService:
             for level in (answer if isinstance(answer, list | tuple) else [answer])
         ]
         watermark = max(levels) if levels else None
-        await conn.execute(update(accounts).where(accounts.c.org_id == org_id).values(watermark_cents=watermark))
+        await conn.execute(
+            update(accounts).where(accounts.c.org_id == org_id).values(watermark_cents=watermark)
+        )
         return watermark
 
     # -- the one write path -----------------------------------------------------------------
@@ -269,7 +272,11 @@ class LedgerService:
             )
         ).one()
         entry = _entry(entry_row)
-        await call_all(self._hook.billfold_ledger_entry_written(conn=conn, entry=entry, account=account))
+        await call_all(
+            self._hook.billfold_ledger_entry_written(
+                conn=conn, entry=entry, account=account, state=self._state
+            )
+        )
         return Posted(entry=entry, account=account)
 
     async def _authorize(
@@ -277,7 +284,12 @@ class LedgerService:
     ) -> None:
         await call_all(
             self._hook.billfold_authorize_debit(
-                conn=conn, org_id=org_id, amount_cents=amount_cents, kind=kind, context=context
+                conn=conn,
+                org_id=org_id,
+                amount_cents=amount_cents,
+                kind=kind,
+                context=context,
+                state=self._state,
             )
         )
 
@@ -298,7 +310,9 @@ class LedgerService:
     ) -> Posted:
         """Debit the free balance, or raise PaymentRequired (402) when it is short."""
         _positive(amount_cents)
-        await self._authorize(conn, org_id, amount_cents, "debit", {"description": description, "metadata": metadata})
+        await self._authorize(
+            conn, org_id, amount_cents, "debit", {"description": description, "metadata": metadata}
+        )
         return await self._post(
             conn,
             org_id,
@@ -395,7 +409,9 @@ class LedgerService:
     ) -> tuple[HoldRow, Posted]:
         """Reserve money for an in-flight operation: free → reserved until capture, release or expiry."""
         _positive(amount_cents)
-        await self._authorize(conn, org_id, amount_cents, "hold", {"description": description, "metadata": metadata})
+        await self._authorize(
+            conn, org_id, amount_cents, "hold", {"description": description, "metadata": metadata}
+        )
         hold_id = uuid.UUID(str(uuid7()))
         now = utcnow()
         posted = await self._post(
@@ -453,7 +469,9 @@ class LedgerService:
         elif status == "captured":
             values["captured_cents"] = holds.c.amount_cents
         row = (
-            await conn.execute(update(holds).where(and_(*conditions)).values(**values).returning(*_HOLD_COLUMNS))
+            await conn.execute(
+                update(holds).where(and_(*conditions)).values(**values).returning(*_HOLD_COLUMNS)
+            )
         ).first()
         return _hold(row) if row else None
 
@@ -463,7 +481,9 @@ class LedgerService:
         hold = await self.get_hold(conn, org_id, hold_id)
         if hold.status != "pending":
             return Conflict(
-                f"hold is already {hold.status}", code=f"hold_{hold.status}", extra={"hold_status": hold.status}
+                f"hold is already {hold.status}",
+                code=f"hold_{hold.status}",
+                extra={"hold_status": hold.status},
             )
         if captured_cents is not None and captured_cents > hold.amount_cents:
             return ValidationFailed(
@@ -515,7 +535,9 @@ class LedgerService:
             )
         return hold, posted
 
-    async def release(self, conn: AsyncConnection, org_id: uuid.UUID, hold_id: uuid.UUID) -> tuple[HoldRow, Posted]:
+    async def release(
+        self, conn: AsyncConnection, org_id: uuid.UUID, hold_id: uuid.UUID
+    ) -> tuple[HoldRow, Posted]:
         """Return a hold's money to the free balance. Once only."""
         now = utcnow()
         hold = await self._finalize(conn, org_id, hold_id, "released", now=now, allow_expired=False)
@@ -592,7 +614,9 @@ class LedgerService:
         next_cursor = str(page[-1].id) if len(rows) > limit and page else None
         total = None
         if count:
-            total = (await conn.execute(select(func.count()).select_from(entries).where(filtered))).scalar_one()
+            total = (
+                await conn.execute(select(func.count()).select_from(entries).where(filtered))
+            ).scalar_one()
         return EntryPage(entries=page, total=total, next_cursor=next_cursor)
 
 

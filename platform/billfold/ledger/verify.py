@@ -6,11 +6,12 @@ import msgspec
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billfold.db import table_of
 from billfold.ledger.models import Account, Entry, Hold
 
-accounts = Account.__table__
-entries = Entry.__table__
-holds = Hold.__table__
+accounts = table_of(Account)
+entries = table_of(Entry)
+holds = table_of(Hold)
 
 
 class Violation(msgspec.Struct, frozen=True):
@@ -55,9 +56,15 @@ async def verify_ledger(conn: AsyncConnection) -> list[Violation]:
     for org_id, free, reserved, overage, count, total_sum, reserved_sum, n in rows:
         org = str(org_id)
         if free + reserved != total_sum:
-            found.append(Violation("balance_equals_entries", org, f"free+reserved={free + reserved}, entries sum={total_sum}"))
+            found.append(
+                Violation(
+                    "balance_equals_entries", org, f"free+reserved={free + reserved}, entries sum={total_sum}"
+                )
+            )
         if reserved != reserved_sum:
-            found.append(Violation("reserved_equals_entries", org, f"reserved={reserved}, entries sum={reserved_sum}"))
+            found.append(
+                Violation("reserved_equals_entries", org, f"reserved={reserved}, entries sum={reserved_sum}")
+            )
         if count != n:
             found.append(Violation("entry_count", org, f"account says {count} entries, found {n}"))
         if free < -overage:
@@ -76,12 +83,16 @@ async def verify_ledger(conn: AsyncConnection) -> list[Violation]:
         previous.label("before"),
     ).subquery()
     broken = await conn.execute(
-        select(chain.c.id, chain.c.org_id).where(
-            func.coalesce(chain.c.before, 0) + chain.c.amount_cents != chain.c.after
-        ).limit(100)
+        select(chain.c.id, chain.c.org_id)
+        .where(func.coalesce(chain.c.before, 0) + chain.c.amount_cents != chain.c.after)
+        .limit(100)
     )
     for entry_id, org_id in broken:
-        found.append(Violation("running_balance_chain", str(org_id), f"entry {entry_id} does not follow its predecessor"))
+        found.append(
+            Violation(
+                "running_balance_chain", str(org_id), f"entry {entry_id} does not follow its predecessor"
+            )
+        )
 
     per_hold = (
         select(
@@ -123,7 +134,8 @@ async def verify_ledger(conn: AsyncConnection) -> list[Violation]:
                 Violation(
                     "hold_finalized_once",
                     org,
-                    f"hold {hold_id} is {status} with {n_hold} hold, {n_capture} capture, {n_release} release entries",
+                    f"hold {hold_id} is {status} with {n_hold} hold, {n_capture} capture, "
+                    f"{n_release} release entries",
                 )
             )
     return found

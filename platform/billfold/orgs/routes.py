@@ -44,7 +44,9 @@ def _org_out(org: OrgRow) -> OrganizationOut:
 
 def _write_out(app_state: AppState, posted: Posted) -> LedgerWriteOut:
     return LedgerWriteOut(
-        transaction=to_transaction(posted.entry, posted.account.currency, _minor_units(app_state, posted.account.currency)),
+        transaction=to_transaction(
+            posted.entry, posted.account.currency, _minor_units(app_state, posted.account.currency)
+        ),
         balance=to_balance(posted.account),
     )
 
@@ -59,7 +61,10 @@ class AdminController(Controller):
     async def create_organization(self, data: OrganizationCreate, app_state: AppState) -> OrganizationCreated:
         async with app_state.engine.begin() as conn:
             org = await app_state.orgs.create(
-                conn, name=data.name, currency=data.currency or app_state.config.default_currency, creator=data.creator
+                conn,
+                name=data.name,
+                currency=data.currency or app_state.config.default_currency,
+                creator=data.creator,
             )
             key = await app_state.orgs.issue_key(conn, org.id, name="default")
         out = _org_out(org)
@@ -79,7 +84,9 @@ class AdminController(Controller):
             return _org_out(await app_state.orgs.get(conn, org_id))
 
     @post("/organizations/{org_id:uuid}/keys", operation_id="AdminCreateKey")
-    async def create_key(self, org_id: uuid.UUID, app_state: AppState, data: KeyCreate | None = None) -> KeyCreated:
+    async def create_key(
+        self, org_id: uuid.UUID, app_state: AppState, data: KeyCreate | None = None
+    ) -> KeyCreated:
         async with app_state.engine.begin() as conn:
             key = await app_state.orgs.issue_key(conn, org_id, name=(data or KeyCreate()).name)
         return KeyCreated(id=key.id, organization_id=key.org_id, prefix=key.prefix, api_key=key.api_key)

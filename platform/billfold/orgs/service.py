@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid_utils.compat import uuid7
 
 from billfold.config import BillfoldConfig
-from billfold.db import utcnow
+from billfold.db import table_of, utcnow
 from billfold.errors import NotFound, Unauthorized, ValidationFailed
 from billfold.ledger.service import LedgerService
 from billfold.orgs.models import ApiKey, Organization
 from billfold.plugins import call_all
 
-organizations = Organization.__table__
-api_keys = ApiKey.__table__
+organizations = table_of(Organization)
+api_keys = table_of(ApiKey)
 
 
 class OrgRow(msgspec.Struct, frozen=True):
@@ -108,7 +108,9 @@ class OrgService:
         currency = currency.lower()
         if currency not in self.config.currencies:
             known = ", ".join(sorted(self.config.currencies))
-            raise ValidationFailed(f"currency must be one of: {known}", code="invalid_currency", field="currency")
+            raise ValidationFailed(
+                f"currency must be one of: {known}", code="invalid_currency", field="currency"
+            )
         org_id = uuid.UUID(str(uuid7()))
         now = utcnow()
         await conn.execute(
@@ -151,12 +153,20 @@ class OrgService:
         prefix = raw[: len(self.key_prefix) + 4]
         await conn.execute(
             api_keys.insert().values(
-                id=key_id, org_id=org_id, prefix=prefix, key_hash=hash_key(raw), name=name, created_at=now, updated_at=now
+                id=key_id,
+                org_id=org_id,
+                prefix=prefix,
+                key_hash=hash_key(raw),
+                name=name,
+                created_at=now,
+                updated_at=now,
             )
         )
         return IssuedKey(id=key_id, org_id=org_id, prefix=prefix, api_key=raw)
 
-    async def revoke_key(self, conn: AsyncConnection, key_id: uuid.UUID, *, org_id: uuid.UUID | None = None) -> None:
+    async def revoke_key(
+        self, conn: AsyncConnection, key_id: uuid.UUID, *, org_id: uuid.UUID | None = None
+    ) -> None:
         stmt = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         if org_id is not None:
             stmt = stmt.where(api_keys.c.org_id == org_id)
@@ -175,7 +185,9 @@ class OrgService:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(api_keys.c.org_id).where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+                    select(api_keys.c.org_id).where(
+                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+                    )
                 )
             ).first()
         if row is None:

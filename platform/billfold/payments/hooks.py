@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billfold.db import table_of
 from billfold.hookspecs import hookimpl
 from billfold.payments.models import BillingProfile
 
-_profiles = BillingProfile.__table__
+_profiles = table_of(BillingProfile)
 
 
 @hookimpl
@@ -35,3 +36,19 @@ async def billfold_organization_created(conn: AsyncConnection, org: Any, config:
     from billfold.payments.profiles import ensure_profile
 
     await ensure_profile(conn, org.id, config.auto_reload)
+
+
+@hookimpl
+async def billfold_ledger_entry_written(conn: AsyncConnection, entry: Any, account: Any, state: Any) -> None:
+    """A debit that leaves the free balance under the auto-reload minimum queues one reload."""
+    if account.below_watermark and entry.amount_cents - entry.reserved_delta_cents < 0:
+        await state.payments.request_auto_reload(conn, account.org_id, account.free_cents)
+
+
+async def _run_auto_reload(state: Any, event: Any) -> None:
+    await state.payments.run_auto_reload(event.org_id, int(event.payload["amount_cents"]), event.id)
+
+
+@hookimpl
+def billfold_event_handlers(state: Any) -> dict[str, Any]:
+    return {"auto_reload.requested": _run_auto_reload}

@@ -1,4 +1,4 @@
-"""Payment-side tables: billing profile (auto-reload, provider customer), methods, payments, provider events."""
+"""Payment tables: billing profiles (auto-reload, customer), methods, payments, provider events."""
 
 from __future__ import annotations
 

@@ -10,10 +10,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.config import AutoReloadDefaults
+from billfold.db import table_of
 from billfold.errors import Unprocessable, ValidationFailed
 from billfold.payments.models import BillingProfile
 
-profiles = BillingProfile.__table__
+profiles = table_of(BillingProfile)
 
 _UNSET: Any = msgspec.UNSET
 
@@ -43,7 +44,7 @@ class AutoReloadChange(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool | msgspec.UnsetType = _UNSET
     minimum_cents: int | msgspec.UnsetType = _UNSET
     amount_cents: int | msgspec.UnsetType = _UNSET
-    monthly_limit_cents: int | None | msgspec.UnsetType = _UNSET
+    monthly_limit_cents: int | msgspec.UnsetType | None = _UNSET
 
 
 class FieldNames(msgspec.Struct, frozen=True):
@@ -96,15 +97,15 @@ def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldN
     ``payment_method_required``). Disabling always works.
     """
     values: dict[str, Any] = {}
-    if change.minimum_cents is not _UNSET:
+    if isinstance(change.minimum_cents, int):
         if change.minimum_cents < 0:
             raise ValidationFailed(f"{names.minimum} must be >= 0", field=names.minimum)
         values["auto_reload_minimum_cents"] = change.minimum_cents
-    if change.amount_cents is not _UNSET:
+    if isinstance(change.amount_cents, int):
         if change.amount_cents <= 0:
             raise ValidationFailed(f"{names.amount} must be > 0", field=names.amount)
         values["auto_reload_amount_cents"] = change.amount_cents
-    if change.monthly_limit_cents is not _UNSET:
+    if not isinstance(change.monthly_limit_cents, msgspec.UnsetType):
         if change.monthly_limit_cents is not None and change.monthly_limit_cents < 0:
             raise ValidationFailed(f"{names.monthly_limit} must be >= 0 or null", field=names.monthly_limit)
         values["auto_reload_monthly_limit_cents"] = change.monthly_limit_cents

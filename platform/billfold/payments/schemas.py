@@ -29,7 +29,7 @@ class BillingAccountPatch(msgspec.Struct, forbid_unknown_fields=True):
     auto_reload_enabled: bool | UnsetType = UNSET
     auto_reload_minimum_cents: int | UnsetType = UNSET
     auto_reload_amount_cents: int | UnsetType = UNSET
-    auto_reload_monthly_limit_cents: int | None | UnsetType = UNSET
+    auto_reload_monthly_limit_cents: int | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -64,7 +64,7 @@ class OrganizationBillingPatch(msgspec.Struct, rename="camel", forbid_unknown_fi
     auto_recharge_enabled: bool | UnsetType = UNSET
     auto_recharge_threshold_cents: int | UnsetType = UNSET
     auto_recharge_amount_cents: int | UnsetType = UNSET
-    auto_recharge_monthly_limit_cents: int | None | UnsetType = UNSET
+    auto_recharge_monthly_limit_cents: int | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -100,7 +100,7 @@ class AutoReloadPut(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | UnsetType = UNSET
     threshold_cents: int | UnsetType = UNSET
     amount_cents: int | UnsetType = UNSET
-    monthly_limit_cents: int | None | UnsetType = UNSET
+    monthly_limit_cents: int | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -160,3 +160,120 @@ def to_auto_reload(view: BillingView) -> AutoReload:
         paused=profile.reload_paused,
         consecutive_failures=profile.reload_failures,
     )
+
+
+class TopUpIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Documents 000, 001 and 002: amount in minor units."""
+
+    amount_cents: int
+    payment_method_id: str | None = None
+
+
+class MajorTopUpIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Document 004: amount in major units (10 = €10.00), the currency, a stored method."""
+
+    amount: str | int | float
+    currency: str | None = None
+    payment_method_id: str | None = None
+
+
+class TopUpOut(msgspec.Struct):
+    payment_intent_id: str
+    status: str
+    client_secret: str | None
+    amount_cents: int
+    currency: str
+    credited: bool
+
+
+class SetupIntentOut(msgspec.Struct):
+    setup_intent_id: str
+    client_secret: str | None
+    status: str
+
+
+class DefaultMethodIn(msgspec.Struct, forbid_unknown_fields=True):
+    payment_method_id: str
+
+
+class PaymentMethodIn(msgspec.Struct, forbid_unknown_fields=True):
+    payment_method_id: str
+    make_default: bool = False
+
+
+class PaymentMethodOut(msgspec.Struct):
+    id: str
+    type: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    is_default: bool
+    status: str = "ready"
+
+
+class PaymentMethodList(msgspec.Struct):
+    data: list[PaymentMethodOut]
+    default_payment_method_id: str | None
+
+
+class CheckoutIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    success_url: str
+    cancel_url: str
+    amount_cents: int | None = None
+    price_ids: list[str] = []
+
+
+class PortalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    return_url: str
+
+
+class SessionOut(msgspec.Struct, rename="camel"):
+    session_id: str
+    url: str
+
+
+class CompleteLocalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    payment_intent_id: str | None = None
+
+
+class CompleteLocalOut(msgspec.Struct, rename="camel"):
+    payment_intent_id: str
+    status: str
+    amount_cents: int
+    balance_cents: int
+
+
+class RequiresActionOut(msgspec.Struct, rename="camel"):
+    requires_action: bool
+    paused: bool
+    consecutive_failures: int
+    action: dict[str, object] | None
+
+
+class CustomerBillingIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """Document 003: POST /billing."""
+
+    success_url: str
+    cancel_url: str
+    message_price_id: str | None = None
+    budget_price_id: str | None = None
+
+
+class CustomerBillingOut(msgspec.Struct, rename="camel", omit_defaults=True):
+    organization_id: str
+    organization_type: str
+    creator: str
+    messages_cap: int
+    cost_cap: int
+    created_at: str
+    updated_at: str
+    anniversary_date: str
+    allow_overage: bool
+    name: str
+    status: str
+    stripe_customer_id: str | None = None
+    sms_cap: int | None = None
+    call_cap: int | None = None
+    session_id: str | None = None
+    url: str | None = None
