@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,8 @@ os.environ.pop("BILLFOLD_DATABASE_URL", None)
 os.environ.pop("BILLFOLD_PLUGINS", None)
 
 import asyncpg  # noqa: E402
+import httpx  # noqa: E402
 import yaml  # noqa: E402
-from litestar.testing import AsyncTestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from billfold.api.app import create_app  # noqa: E402
@@ -135,14 +138,51 @@ def config_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def state(make_state: Callable[..., AppState], config_overrides: dict[str, Any]) -> AppState:
-    return make_state(config_overrides)
+async def state(make_state: Callable[..., AppState], config_overrides: dict[str, Any]) -> AsyncIterator[AppState]:
+    app_state = make_state(config_overrides)
+    yield app_state
+    await app_state.engine.dispose()
+
+
+@asynccontextmanager
+async def open_client(app_state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app over HTTP, served in the test's own event loop.
+
+    Litestar's AsyncTestClient runs the app in a portal thread with another event loop and blocks
+    the caller on every request: concurrent requests would run one at a time, and pooled asyncpg
+    connections would be shared between two loops. httpx's ASGITransport runs requests as
+    coroutines of this loop, so ``asyncio.gather`` really interleaves them (on PostgreSQL they
+    contend on the same rows from many pooled connections)."""
+    app = create_app(app_state)
+    started = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def lifespan() -> None:
+        # One task enters and leaves the lifespan (it holds an anyio task group), whichever tasks
+        # pytest-asyncio uses for a fixture's setup and teardown.
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    host = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({host, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        waiter.cancel()
+        await host  # start-up failed: raise its error
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver.local", timeout=60
+        ) as test_client:
+            yield test_client
+    finally:
+        stop.set()
+        await host
 
 
 @pytest.fixture
-async def client(state: AppState) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(state)
-    async with AsyncTestClient(app=app, timeout=60) as test_client:
+async def client(state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_client(state) as test_client:
         yield test_client
 
 
@@ -155,7 +195,7 @@ class Tenant:
 
 
 @pytest.fixture
-def new_tenant(client: AsyncTestClient[Any]) -> Callable[..., Any]:
+def new_tenant(client: httpx.AsyncClient) -> Callable[..., Any]:
     async def make(*, currency: str = "usd", balance: int = 0, name: str = "Acme") -> Tenant:
         response = await client.post("/v1/admin/organizations", json={"name": name, "currency": currency}, headers=ADMIN)
         assert response.status_code == 201, response.text
@@ -189,3 +229,41 @@ async def verify(state: AppState) -> list[Any]:
 async def count_rows(state: AppState, table: str) -> int:
     async with state.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+# -- the command line --------------------------------------------------------------------------
+
+BILLFOLD_CLI = Path(sys.executable).parent / "billfold"
+
+
+def run_cli(*args: str, database_url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed `billfold` console script against ``database_url`` (from the repo root)."""
+    environ = {**os.environ, "BILLFOLD_DATABASE_URL": database_url, "BILLFOLD_CONFIG": "config/billing.yaml"}
+    environ.pop("BILLFOLD_PLUGINS", None)
+    environ.update(env or {})
+    return subprocess.run(
+        [str(BILLFOLD_CLI), *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# -- assertions --------------------------------------------------------------------------------
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None, *, field: str | None = None) -> dict[str, Any]:
+    """Check the common error envelope and return the body.
+
+    Every error carries trackingId, code and message at the top level, the same code and message
+    under ``error``, and the tracking id again in the X-Tracking-Id header."""
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
+    body: dict[str, Any] = response.json()
+    assert body["trackingId"].startswith("trk_"), body
+    assert response.headers["X-Tracking-Id"] == body["trackingId"]
+    assert isinstance(body["code"], str) and body["code"], body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert body["error"]["code"] == body["code"]
+    assert body["error"]["message"] == body["message"]
+    if code is not None:
+        assert body["code"] == code, body
+    if field is not None:
+        assert body["error"].get("field") == field, body
+    return body

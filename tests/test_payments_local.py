@@ -41,7 +41,9 @@ async def test_top_up_with_saved_card_credits_within_the_request(client, tenant,
     assert body["client_secret"].startswith(body["payment_intent_id"] + "_secret_")
     assert await balance(client, tenant) == 5000
     transactions = (await client.get("/v1/billing/transactions", headers=tenant.headers)).json()["data"]
-    assert [(t["kind"], t["amount_cents"], t["amount_usd"]) for t in transactions] == [("credit", 5000, "50.00")]
+    assert [(t["kind"], t["amount_cents"], t["amount_usd"]) for t in transactions] == [
+        ("credit", 5000, "50.00")
+    ]
     assert await verify(state) == []
 
 
@@ -76,9 +78,13 @@ async def test_major_unit_top_up_in_eur_has_a_ten_euro_minimum(client, new_tenan
         "message": low.json()["message"],
         "field": "amount",
     }
-    fractional = await client.post("/v1/billing/topup", json={"amount": "10.001", "currency": "eur"}, headers=tenant.headers)
+    fractional = await client.post(
+        "/v1/billing/topup", json={"amount": "10.001", "currency": "eur"}, headers=tenant.headers
+    )
     assert fractional.status_code == 400
-    wrong_currency = await client.post("/v1/billing/topup", json={"amount": 20, "currency": "usd"}, headers=tenant.headers)
+    wrong_currency = await client.post(
+        "/v1/billing/topup", json={"amount": 20, "currency": "usd"}, headers=tenant.headers
+    )
     assert wrong_currency.status_code == 400
     assert wrong_currency.json()["error"]["code"] == "currency_mismatch"
     ok = await client.post(
@@ -170,12 +176,18 @@ async def test_setup_intent_and_payment_methods(client, tenant):
 async def test_checkout_portal_and_customer_billing(client, tenant):
     checkout = await client.post(
         "/v1/billing/checkout",
-        json={"successUrl": "https://app.example/ok", "cancelUrl": "https://app.example/no", "amountCents": 2000},
+        json={
+            "successUrl": "https://app.example/ok",
+            "cancelUrl": "https://app.example/no",
+            "amountCents": 2000,
+        },
         headers=tenant.headers,
     )
     assert checkout.status_code == 200, checkout.text
     assert checkout.json()["sessionId"].startswith("cs_")
-    portal = await client.post("/v1/billing/portal", json={"returnUrl": "https://app.example"}, headers=tenant.headers)
+    portal = await client.post(
+        "/v1/billing/portal", json={"returnUrl": "https://app.example"}, headers=tenant.headers
+    )
     assert portal.status_code == 200
     assert portal.json()["url"] == "https://app.example"
     missing = await client.post("/billing", json={"successUrl": "https://x"}, headers=tenant.headers)
@@ -192,7 +204,16 @@ async def test_checkout_portal_and_customer_billing(client, tenant):
     assert body["organizationType"] == "free"
     assert body["stripeCustomerId"].startswith("cus_")
     assert body["sessionId"].startswith("cs_")
-    for field in ("creator", "messagesCap", "costCap", "createdAt", "updatedAt", "anniversaryDate", "allowOverage", "name"):
+    for field in (
+        "creator",
+        "messagesCap",
+        "costCap",
+        "createdAt",
+        "updatedAt",
+        "anniversaryDate",
+        "allowOverage",
+        "name",
+    ):
         assert field in body
 
 
@@ -200,10 +221,14 @@ class BrokenProvider(LocalProvider):
     name = "broken"
 
     async def create_payment(self, **kwargs: Any) -> Intent:
-        raise ProviderUnavailable("connection refused", code="provider_unavailable", provider="broken", retryable=True)
+        raise ProviderUnavailable(
+            "connection refused", code="provider_unavailable", provider="broken", retryable=True
+        )
 
     async def create_checkout_session(self, **kwargs: Any) -> Any:
-        raise ProviderUnavailable("upstream 503", code="provider_unavailable", provider="broken", provider_code="503")
+        raise ProviderUnavailable(
+            "upstream 503", code="provider_unavailable", provider="broken", provider_code="503"
+        )
 
 
 class BrokenProviderPlugin:
@@ -217,12 +242,16 @@ async def test_provider_down_is_502_and_records_nothing_paid(client, tenant, sta
     state.pm.register(BrokenProviderPlugin(), name="broken")
     state._provider = None
     try:
-        response = await client.post("/v1/billing/top-up", json={"amount_cents": 1000}, headers=tenant.headers)
+        response = await client.post(
+            "/v1/billing/top-up", json={"amount_cents": 1000}, headers=tenant.headers
+        )
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "provider_unavailable"
         assert response.json()["error"]["provider"] == "broken"
         failed = await client.post(
-            "/billing", json={"successUrl": "https://x", "cancelUrl": "https://y", "messagePriceId": "p"}, headers=tenant.headers
+            "/billing",
+            json={"successUrl": "https://x", "cancelUrl": "https://y", "messagePriceId": "p"},
+            headers=tenant.headers,
         )
         assert failed.status_code == 502
         assert failed.json()["error"]["providerCode"] == "503"
@@ -251,7 +280,9 @@ async def enable_auto_reload(client: Any, tenant: Any, **extra: Any) -> None:
 async def reload_events(state: Any, kind: str) -> int:
     async with state.engine.connect() as conn:
         return int(
-            (await conn.execute(text("SELECT count(*) FROM outbox_events WHERE type = :t"), {"t": kind})).scalar_one()
+            (
+                await conn.execute(text("SELECT count(*) FROM outbox_events WHERE type = :t"), {"t": kind})
+            ).scalar_one()
         )
 
 
@@ -261,7 +292,11 @@ async def test_auto_reload_starts_one_charge_under_concurrent_debits(client, new
     await enable_auto_reload(client, tenant)
     results = await asyncio.gather(
         *[
-            client.post("/v1/billing/charges", json={"amount_cents": 100, "description": "sms"}, headers=tenant.headers)
+            client.post(
+                "/v1/billing/charges",
+                json={"amount_cents": 100, "description": "sms"},
+                headers=tenant.headers,
+            )
             for _ in range(25)
         ]
     )
@@ -301,7 +336,11 @@ async def test_declined_auto_reload_is_shown_and_pauses_after_repeated_failures(
         charged = await client.post("/v1/billing/charges", json={"amount_cents": 100}, headers=tenant.headers)
         assert charged.status_code == 201
         await state.worker.drain()
-        action = (await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)).json()
+        action = (
+            await client.get(
+                f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers
+            )
+        ).json()
         assert action["requiresAction"] is True
         assert action["consecutiveFailures"] == attempt
         assert action["action"]["failure_code"] == "card_declined"
@@ -320,7 +359,9 @@ async def test_three_d_secure_auto_reload_asks_for_confirmation(client, new_tena
     await state.worker.load_handlers()
     await client.post("/v1/billing/charges", json={"amount_cents": 500}, headers=tenant.headers)
     await state.worker.drain()
-    action = (await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)).json()
+    action = (
+        await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)
+    ).json()
     assert action["action"]["next_action"] == "confirm_payment"
     assert action["action"]["client_secret"]
     done = await client.post(
@@ -330,7 +371,9 @@ async def test_three_d_secure_auto_reload_asks_for_confirmation(client, new_tena
     )
     assert done.status_code == 200
     assert await balance(client, tenant) == 5700
-    cleared = (await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)).json()
+    cleared = (
+        await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)
+    ).json()
     assert cleared["requiresAction"] is False
 
 
@@ -374,7 +417,9 @@ async def test_a_payment_reported_four_times_racing_is_credited_once(client, ten
     intent_key = "race-1"
     # The provider will answer the request with this intent; webhooks report the same one.
     top_up = client.post(
-        "/v1/billing/top-up", json={"amount_cents": 7000}, headers={**tenant.headers, "Idempotency-Key": intent_key}
+        "/v1/billing/top-up",
+        json={"amount_cents": 7000},
+        headers={**tenant.headers, "Idempotency-Key": intent_key},
     )
     first = await top_up
     assert first.status_code == 201
@@ -395,7 +440,9 @@ async def test_a_payment_reported_four_times_racing_is_credited_once(client, ten
         client.post("/v1/webhooks/stripe", content=json.dumps({**event, "id": "evt_1"}), headers=headers),
         client.post("/v1/stripe/webhook", content=json.dumps({**event, "id": "evt_2"}), headers=headers),
         client.post(
-            "/v1/billing/top-up", json={"amount_cents": 7000}, headers={**tenant.headers, "Idempotency-Key": intent_key}
+            "/v1/billing/top-up",
+            json={"amount_cents": 7000},
+            headers={**tenant.headers, "Idempotency-Key": intent_key},
         ),
     ]
     answers = await asyncio.gather(*reports)
@@ -409,12 +456,16 @@ async def test_a_payment_reported_four_times_racing_is_credited_once(client, ten
     assert late.status_code == 200
     assert await balance(client, tenant) == 7000
     async with state.engine.connect() as conn:
-        credits = (await conn.execute(text("SELECT count(*) FROM ledger_entries WHERE kind = 'credit'"))).scalar_one()
+        credits = (
+            await conn.execute(text("SELECT count(*) FROM ledger_entries WHERE kind = 'credit'"))
+        ).scalar_one()
     assert credits == 1
     assert await verify(state) == []
 
 
-async def test_a_webhook_arriving_before_the_request_records_credits_once(client, tenant, state, webhook_provider):
+async def test_a_webhook_arriving_before_the_request_records_credits_once(
+    client, tenant, state, webhook_provider
+):
     event = {
         "id": "evt_early",
         "type": "payment_intent.succeeded",
@@ -427,7 +478,9 @@ async def test_a_webhook_arriving_before_the_request_records_credits_once(client
         },
     }
     for _ in range(2):
-        response = await client.post("/v1/stripe/webhook", content=json.dumps(event), headers={"x-test-signature": "ok"})
+        response = await client.post(
+            "/v1/stripe/webhook", content=json.dumps(event), headers={"x-test-signature": "ok"}
+        )
         assert response.status_code == 200
     failed = {**event, "id": "evt_late_failure", "type": "payment_intent.payment_failed"}
     failed["intent"] = {**event["intent"], "status": "requires_payment_method"}
@@ -439,8 +492,17 @@ async def test_a_webhook_arriving_before_the_request_records_credits_once(client
 
 
 async def test_a_bad_signature_changes_nothing(client, tenant, state, webhook_provider):
-    event = {"id": "evt_x", "type": "payment_intent.succeeded", "intent": {
-        "id": "pi_x", "status": "succeeded", "amount_cents": 900, "currency": "usd", "metadata": {"org_id": tenant.org_id}}}
+    event = {
+        "id": "evt_x",
+        "type": "payment_intent.succeeded",
+        "intent": {
+            "id": "pi_x",
+            "status": "succeeded",
+            "amount_cents": 900,
+            "currency": "usd",
+            "metadata": {"org_id": tenant.org_id},
+        },
+    }
     for headers in ({"x-test-signature": "forged"}, {}):
         response = await client.post("/v1/stripe/webhook", content=json.dumps(event), headers=headers)
         assert response.status_code == 400

@@ -77,7 +77,9 @@ class LedgerController(Controller):
         self, request: Request[Any, Any, Any], data: HoldIn, tenant: Tenant, app_state: AppState
     ) -> Response[bytes]:
         limits = app_state.config.holds
-        expires_in = data.expires_in_seconds or limits.default_expires_in_seconds
+        expires_in = (
+            limits.default_expires_in_seconds if data.expires_in_seconds is None else data.expires_in_seconds
+        )
         if not 1 <= expires_in <= limits.max_expires_in_seconds:
             raise ValidationFailed(
                 f"expires_in_seconds must be between 1 and {limits.max_expires_in_seconds}",

@@ -523,7 +523,7 @@ class LedgerService:
             hold_id=hold.id,
         )
         if rest:
-            posted = await self._post(
+            released = await self._post(
                 conn,
                 org_id,
                 kind="release",
@@ -533,6 +533,8 @@ class LedgerService:
                 description="Hold remainder released",
                 hold_id=hold.id,
             )
+            # Answer with the capture entry, and the balance after the remainder came back.
+            posted = Posted(entry=posted.entry, account=released.account)
         return hold, posted
 
     async def release(

@@ -1,0 +1,792 @@
+"""Billfold charge/balance benchmark over HTTP on PostgreSQL, against a minimal raw-asyncpg floor.
+
+One command (from the workspace root):
+
+    uv run python bench/run.py            # full run, about 5 minutes
+    uv run python bench/run.py --quick    # smoke run: 100 orgs, 10k entries, 1 round of 3 s phases
+
+What it does, all on 127.0.0.1:
+  1. creates a fresh database billfold_bench_<random> on postgres@127.0.0.1:5432 (trust auth);
+  2. starts `uv run billfold serve --workers W` (uvicorn + uvloop + httptools, migrations applied
+     at start) with rate limits lifted, and creates the organizations through the admin API:
+     1000 funded orgs (one key each), one hot org per server, and two orgs whose ledgers get 1k and
+     1M entries by `INSERT ... SELECT generate_series` (their account rows are kept consistent);
+  3. starts bench/minimal_app.py (bare Litestar + asyncpg debit) under uvicorn with the same workers,
+     event loop and HTTP parser, against the same tables;
+  4. in each round, for each scenario (charges spread over 1000 orgs, charges on one hot org) and
+     each server, interleaved: a warm-up, then a time-bounded closed-loop run with the same load
+     generator and concurrency (`wrk` when installed, else bench/loadgen.py on aiohttp; always a
+     separate process), recording the CPU used by the server, PostgreSQL, the load generator and
+     everything else on the machine; then GET /v1/billing/balance on the 1k- and the 1M-entry org;
+  5. runs `billfold ledger verify`, stops both servers, drops the database, prints the medians over
+     the rounds and writes everything to bench/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+CHARGE_BODY = json.dumps({"amount_cents": 1, "description": "bench"}, separators=(",", ":"))
+FUNDING_CENTS = 100_000_000
+TARGETS = {"spread": 0.6, "hot": 0.8}
+BALANCE_FLATNESS = 0.20
+NOISY_SHARE = 0.10
+"""A phase is flagged noisy when processes outside the benchmark used more than this share of the
+machine's CPU during it (another test suite, a build...)."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pg_dsn(database: str) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- CPU accounting from /proc ----------------------------------------------------------------
+
+
+def all_process_ticks() -> dict[int, tuple[str, int, int]]:
+    """{pid: (command name, parent pid, utime+stime ticks)} of every live process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(entry)] = (
+            raw[raw.index("(") + 1 : raw.rindex(")")],
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+        )
+    return out
+
+
+def process_tree(root: int, snapshot: dict[int, tuple[str, int, int]] | None = None) -> set[int]:
+    procs = snapshot or all_process_ticks()
+    tree, frontier = {root}, {root}
+    while frontier:
+        frontier = {pid for pid, (_, ppid, _) in procs.items() if ppid in frontier}
+        tree |= frontier
+    return tree
+
+
+def cpu_seconds(
+    before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]], pids: set[int]
+) -> float:
+    """CPU used by ``pids`` between two snapshots (a process born in between counts whole)."""
+    ticks = 0
+    for pid in pids:
+        if pid in after:
+            ticks += after[pid][2] - (before[pid][2] if pid in before else 0)
+    return ticks / CLK_TCK
+
+
+def top_other(
+    before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]], exclude: set[int]
+) -> list[list[Any]]:
+    used: dict[str, float] = {}
+    for pid, (name, _, ticks) in after.items():
+        if pid not in exclude:
+            delta = (ticks - (before[pid][2] if pid in before else 0)) / CLK_TCK
+            if delta > 0:
+                used[name] = used.get(name, 0.0) + delta
+    return [[n, round(t, 2)] for n, t in sorted(used.items(), key=lambda kv: -kv[1])[:5]]
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return total - idle, total
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        log(f"starting {self.name}: {' '.join(self.command)}")
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    time.sleep(1.5)  # uvicorn starts its workers one after the other
+                    log(f"{self.name} is up on {self.url} (processes {sorted(self.pids())})")
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def pids(self, snapshot: dict[int, tuple[str, int, int]] | None = None) -> set[int]:
+        return process_tree(self.proc.pid, snapshot) if self.proc else set()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        log(f"stopping {self.name}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the session this script created for the server
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """`uv run --no-sync NAME` when uv is there (this script already runs in the synced env)."""
+    uv = shutil.which("uv")
+    return [uv, "run", "--no-sync", name] if uv else [sys.executable, "-m", module]
+
+
+# -- load generation --------------------------------------------------------------------------
+
+
+def pick_loadgen(choice: str) -> str:
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if choice == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install -y wrk)")
+    return choice
+
+
+@dataclass(frozen=True)
+class Load:
+    keys_file: Path
+    method: str
+    path: str
+    body: str = ""
+
+
+def run_load(loadgen: str, url: str, load: Load, concurrency: int, duration: float) -> dict[str, Any]:
+    script_args = [str(load.keys_file), load.method, load.path, load.body]
+    if loadgen == "wrk":
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s"]
+        cmd += ["-s", str(BENCH / "wrk_requests.lua"), url, "--", *script_args]
+    else:
+        cmd = [sys.executable, str(BENCH / "loadgen.py"), url, *script_args]
+        cmd += ["--concurrency", str(concurrency), "--duration", str(duration)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return dict(json.loads(line[len("BENCH_JSON ") :]))
+    raise RuntimeError(
+        f"load generator failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    )
+
+
+# -- database ---------------------------------------------------------------------------------
+
+
+async def pg_exec(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for s in statements:
+            await conn.execute(s)
+    finally:
+        await conn.close()
+
+
+async def pg_fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+def postgres_pids(dsn: str, database: str) -> set[int]:
+    """Backends of the bench database plus PostgreSQL's own processes (WAL writer, checkpointer...)."""
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR backend_type <> 'client backend'"
+    return {r["pid"] for r in asyncio.run(pg_fetch(dsn, query, database))}
+
+
+SEED_ENTRIES = """
+INSERT INTO ledger_entries
+    (org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
+     description, metadata, created_at)
+SELECT $1::uuid,
+       CASE WHEN g = 1 THEN 'adjustment' ELSE 'debit' END,
+       CASE WHEN g = 1 THEN $3::bigint ELSE -1 END,
+       0,
+       $3::bigint - (g - 1),
+       0,
+       'bench seed',
+       '{}'::jsonb,
+       now() - make_interval(secs => ($2::bigint - g)::double precision)
+  FROM generate_series(1::bigint, $2::bigint) AS g
+ ORDER BY g
+"""
+
+
+async def seed_entries(dsn: str, org_id: str, count: int) -> float:
+    """Give an org with an empty ledger ``count`` entries (one credit, then 1-cent debits).
+
+    Keeps every invariant of `billfold ledger verify`: the entries chain their running balances
+    and the account row's free_cents and entry_count match them.
+    """
+    started = time.perf_counter()
+    credit = FUNDING_CENTS + count
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            account = await conn.fetchrow(
+                "SELECT free_cents, reserved_cents, entry_count FROM ledger_accounts "
+                "WHERE org_id = $1::uuid FOR UPDATE",
+                org_id,
+            )
+            if account is None or tuple(account) != (0, 0, 0):
+                raise RuntimeError(f"org {org_id} must have an empty ledger before seeding, has {account}")
+            await conn.execute(SEED_ENTRIES, org_id, count, credit)
+            await conn.execute(
+                "UPDATE ledger_accounts SET free_cents = $2, entry_count = $3, updated_at = now() "
+                "WHERE org_id = $1::uuid",
+                org_id,
+                credit - (count - 1),
+                count,
+            )
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def create_orgs(
+    base_url: str, admin_key: str, names: list[str], funded: set[str], parallel: int = 16
+) -> dict[str, dict[str, str]]:
+    """Create organizations (and fund some) through the admin API; {name: {id, api_key}}."""
+    sem = asyncio.Semaphore(parallel)
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+
+        async def one(name: str) -> tuple[str, dict[str, str]]:
+            async with sem:
+                r = await client.post("/v1/admin/organizations", json={"name": name, "currency": "usd"})
+                if r.status_code != 201:
+                    raise RuntimeError(f"creating {name}: {r.status_code} {r.text[:500]}")
+                org = r.json()
+                if name in funded:
+                    r = await client.post(
+                        f"/v1/admin/organizations/{org['id']}/adjustments",
+                        json={"amount_cents": FUNDING_CENTS, "description": "bench"},
+                    )
+                    if r.status_code != 201:
+                        raise RuntimeError(f"funding {name}: {r.status_code} {r.text[:500]}")
+                return name, {"id": org["id"], "api_key": org["api_key"]}
+
+        return dict(await asyncio.gather(*(one(n) for n in names)))
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def summarize(scenario: str, server: str, rnd: int, r: dict[str, Any]) -> dict[str, Any]:
+    seconds = r["duration_us"] / 1e6
+    errors = sum(r["errors"].values())
+    ok = r["requests"] - errors
+    per_req = 1000 / max(ok, 1)
+    cpu = r["cpu"]
+    return {
+        "scenario": scenario,
+        "server": server,
+        "round": rnd,
+        "requests": r["requests"],
+        "errors": errors,
+        "error_kinds": r["errors"],
+        "seconds": round(seconds, 2),
+        "rps": round(ok / seconds, 1),
+        "p50_ms": r["latency_us"]["p50"] / 1000,
+        "p90_ms": r["latency_us"]["p90"] / 1000,
+        "p99_ms": r["latency_us"]["p99"] / 1000,
+        "p999_ms": r["latency_us"]["p999"] / 1000,
+        "max_ms": r["latency_us"]["max"] / 1000,
+        "server_cpu_ms_per_req": round(cpu["server_s"] * per_req, 3),
+        "postgres_cpu_ms_per_req": round(cpu["postgres_s"] * per_req, 3),
+        "loadgen_cpu_ms_per_req": round(cpu["loadgen_s"] * per_req, 3),
+        "machine_cpu_pct": cpu["machine_pct"],
+        "other_cpu_pct": round(100 * cpu["other_s"] / max(seconds, 1e-9), 1),
+        "noisy": cpu["other_s"] > NOISY_SHARE * NCPU * seconds,
+        "cpu": cpu,
+    }
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    loadgen: str
+    admin_dsn: str
+    database: str
+
+    def measure(self, scenario: str, server: Server, load: Load, rnd: int) -> dict[str, Any]:
+        args = self.args
+        asyncio.run(pg_exec(self.admin_dsn, "CHECKPOINT"))  # no checkpoint storm inside a phase
+        run_load(self.loadgen, server.url, load, args.concurrency, args.warmup)
+        pg_before = postgres_pids(self.admin_dsn, self.database)
+        a0, m0, c0 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = run_load(self.loadgen, server.url, load, args.concurrency, args.duration)
+        a1, m1, c1 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_pids = server.pids(a0) | server.pids(a1)
+        pg_pids = pg_before | postgres_pids(self.admin_dsn, self.database)
+        busy_share = (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
+        cpu: dict[str, Any] = {
+            "server_s": round(cpu_seconds(a0, a1, server_pids), 3),
+            "postgres_s": round(cpu_seconds(a0, a1, pg_pids), 3),
+            "loadgen_s": round((c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime), 3),
+            "machine_busy_s": round(busy_share * NCPU * result["duration_us"] / 1e6, 3),
+            "machine_pct": round(100 * NCPU * busy_share, 1),  # of 100 % x CPUs
+        }
+        cpu["other_s"] = round(
+            cpu["machine_busy_s"] - cpu["server_s"] - cpu["postgres_s"] - cpu["loadgen_s"], 3
+        )
+        cpu["top_other_processes"] = top_other(a0, a1, server_pids | pg_pids | {os.getpid()})
+        result["cpu"] = cpu
+        s = summarize(scenario, server.name, rnd, result)
+        log(
+            f"round {rnd} {scenario:<24} {server.name:<8} {s['rps']:>7.0f} req/s  p50 {s['p50_ms']:6.2f} ms  "
+            f"p99 {s['p99_ms']:7.2f} ms  errors {s['errors']}  "
+            f"CPU ms/req: server {s['server_cpu_ms_per_req']:.3f} pg {s['postgres_cpu_ms_per_req']:.3f}  "
+            f"other load {s['other_cpu_pct']:.0f} %"
+            + (f" NOISY (top: {cpu['top_other_processes'][:3]})" if s["noisy"] else "")
+        )
+        return s
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+MEDIAN_FIELDS = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "server_cpu_ms_per_req",
+    "postgres_cpu_ms_per_req",
+    "loadgen_cpu_ms_per_req",
+    "machine_cpu_pct",
+    "other_cpu_pct",
+)
+
+
+def medians(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in phases:
+        groups.setdefault((p["scenario"], p["server"]), []).append(p)
+    out = []
+    for (scenario, server), runs in groups.items():
+        row: dict[str, Any] = {"scenario": scenario, "server": server, "rounds": len(runs)}
+        for f in MEDIAN_FIELDS:
+            row[f] = round(statistics.median(r[f] for r in runs), 3)
+        row["errors"] = sum(r["errors"] for r in runs)
+        row["noisy_rounds"] = sum(r["noisy"] for r in runs)
+        row["rps_per_round"] = [r["rps"] for r in runs]
+        out.append(row)
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    cfg = report["config"]
+    print()
+    print(
+        f"Billfold benchmark: {cfg['workers']} workers per server (uvicorn, uvloop, httptools), "
+        f"{cfg['concurrency']} connections ({cfg['loadgen']}), {cfg['rounds']} round(s) of "
+        f"{cfg['duration_s']:g} s per phase after {cfg['warmup_s']:g} s warm-up, {cfg['cpus']} CPUs; medians:"
+    )
+    head = (
+        f"{'scenario':<26}{'server':<10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'server':>9}{'postgres':>9}{'machine':>9}{'other':>7}"
+    )
+    print(head)
+    print(f"{'':<26}{'':<10}{'':>8}{'':>9}{'':>9}{'':>8}{'CPU ms/req':>18}{'CPU %':>9}{'CPU %':>7}")
+    print("-" * len(head))
+    for s in report["summary"]:
+        noisy = f"  {s['noisy_rounds']} noisy round(s)" if s["noisy_rounds"] else ""
+        print(
+            f"{s['scenario']:<26}{s['server']:<10}{s['rps']:>8.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
+            f"{s['errors']:>8}{s['server_cpu_ms_per_req']:>9.3f}{s['postgres_cpu_ms_per_req']:>9.3f}"
+            f"{s['machine_cpu_pct']:>9.0f}{s['other_cpu_pct']:>7.0f}{noisy}"
+        )
+    print("-" * len(head))
+    for name, r in report["ratios"].items():
+        rounds = ", ".join(f"{x:.2f}" for x in r["per_round"])
+        print(
+            f"throughput Billfold / minimal, {name:<20} {r['ratio']:.2f}  (target >= {r['target']:.1f}: "
+            f"{'PASS' if r['pass'] else 'MISS'}; per round {rounds})"
+        )
+    b = report["balance"]
+    if b:
+        print(
+            f"GET /v1/billing/balance p99: {b['p99_ms_small']:.2f} ms with {b['small_entries']:,} entries, "
+            f"{b['p99_ms_large']:.2f} ms with {b['large_entries']:,}: {100 * (b['ratio'] - 1):+.0f} % "
+            f"(target within ±{100 * BALANCE_FLATNESS:.0f} %: {'PASS' if b['pass'] else 'MISS'})"
+        )
+    verify = report["ledger_verify"]
+    print(f"ledger verify ({verify.get('entries', '?'):,} entries): {verify['summary']}")
+    print(f"results: {report['results_file']}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=2, help="processes per server, same for both (default 2)")
+    p.add_argument("--concurrency", type=int, default=32, help="load generator connections (default 32)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase (default 10)")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each phase (default 3)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)"
+    )
+    p.add_argument(
+        "--orgs", type=int, default=1000, help="organizations of the spread scenario (default 1000)"
+    )
+    p.add_argument("--large-entries", type=int, default=1_000_000, help="entries of the large ledger (1M)")
+    p.add_argument("--small-entries", type=int, default=1_000, help="entries of the small ledger (1k)")
+    p.add_argument(
+        "--loadgen", choices=["auto", "wrk", "python"], default="auto", help="auto: wrk if installed"
+    )
+    p.add_argument(
+        "--worker-in-process",
+        choices=["true", "false"],
+        default="true",
+        help="BILLFOLD_WORKER_IN_PROCESS for Billfold (default true, the config's default)",
+    )
+    p.add_argument("--only", choices=["all", "charges", "balance"], default="all")
+    p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    p.add_argument("--quick", action="store_true", help="smoke run: 100 orgs, 10k entries, 1 round of 3 s")
+    args = p.parse_args()
+    if args.quick:
+        args.orgs, args.large_entries, args.duration, args.warmup, args.rounds = 100, 10_000, 3.0, 1.0, 1
+    return args
+
+
+def git_info() -> dict[str, Any]:
+    def git(*a: str) -> str:
+        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty_files": git("status", "--short").splitlines()}
+
+
+def pg_info(admin_dsn: str) -> tuple[str, dict[str, str]]:
+    names = ["max_connections", "shared_buffers", "synchronous_commit", "fsync", "wal_level", "commit_delay"]
+    version = asyncio.run(pg_fetch(admin_dsn, "SELECT version()"))[0][0]
+    rows = asyncio.run(
+        pg_fetch(admin_dsn, "SELECT name, setting FROM pg_settings WHERE name = ANY($1)", names)
+    )
+    return version, {r["name"]: r["setting"] for r in rows}
+
+
+def build_report(
+    args: argparse.Namespace, phases: list[dict[str, Any]], config: dict[str, Any], verify: dict[str, Any]
+) -> dict[str, Any]:
+    summary = medians(phases)
+    by_key = {(s["scenario"], s["server"]): s for s in summary}
+    ratios = {}
+    for scenario, target in [
+        (f"charges_{args.orgs}_orgs", TARGETS["spread"]),
+        ("charges_hot_org", TARGETS["hot"]),
+    ]:
+        b, m = by_key.get((scenario, "billfold")), by_key.get((scenario, "minimal"))
+        if b and m and m["rps"]:
+            ratio = b["rps"] / m["rps"]
+            per_round = [x / y for x, y in zip(b["rps_per_round"], m["rps_per_round"], strict=False) if y]
+            ratios[scenario] = {
+                "ratio": round(ratio, 3),
+                "target": target,
+                "pass": ratio >= target,
+                "per_round": [round(x, 3) for x in per_round],
+            }
+    balance: dict[str, Any] = {}
+    small = by_key.get((f"balance_{args.small_entries}_entries", "billfold"))
+    large = by_key.get((f"balance_{args.large_entries}_entries", "billfold"))
+    if small and large and small["p99_ms"]:
+        ratio = large["p99_ms"] / small["p99_ms"]
+        balance = {
+            "small_entries": args.small_entries,
+            "large_entries": args.large_entries,
+            "p99_ms_small": small["p99_ms"],
+            "p99_ms_large": large["p99_ms"],
+            "ratio": round(ratio, 3),
+            "pass": abs(ratio - 1) <= BALANCE_FLATNESS,
+        }
+    return {
+        "config": config,
+        "summary": summary,
+        "ratios": ratios,
+        "balance": balance,
+        "ledger_verify": verify,
+        "phases": phases,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    loadgen = pick_loadgen(args.loadgen)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(tempfile.mkdtemp(prefix="billfold-bench-"))
+    database = f"billfold_bench_{secrets.token_hex(4)}"
+    admin_dsn, dsn = pg_dsn("postgres"), pg_dsn(database)
+    admin_key = "bench_admin_" + secrets.token_urlsafe(16)
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    billfold_env = {
+        **os.environ,
+        "BILLFOLD_CONFIG": str(ROOT / "config" / "billing.yaml"),
+        "BILLFOLD_DATABASE_URL": f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}",
+        "BILLFOLD_ADMIN_API_KEY": admin_key,
+        "BILLFOLD_RATE_LIMIT": "100000000",
+        "BILLFOLD_RATE_LIMIT_STORE": "memory",
+        "BILLFOLD_WORKER_IN_PROCESS": args.worker_in_process,
+    }
+    port = free_port()
+    billfold = Server(
+        "billfold",
+        [
+            *console_script("billfold", "billfold.cli"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        billfold_env,
+        port,
+        RESULTS / f"{stamp}-billfold.log",
+    )
+    port = free_port()
+    minimal = Server(
+        "minimal",
+        [
+            *console_script("uvicorn", "uvicorn"),
+            "minimal_app:app",
+            "--app-dir",
+            str(BENCH),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "info",
+        ],
+        {**os.environ, "BENCH_DATABASE_URL": dsn, "BENCH_POOL_SIZE": "20"},
+        port,
+        RESULTS / f"{stamp}-minimal.log",
+    )
+
+    phases: list[dict[str, Any]] = []
+    verify: dict[str, Any] = {"summary": "not run"}
+    created = False
+    try:
+        pg_version, pg_settings = pg_info(admin_dsn)
+        log(f"creating database {database}")
+        asyncio.run(pg_exec(admin_dsn, f'CREATE DATABASE "{database}"'))
+        created = True
+        billfold.start()
+
+        t0 = time.perf_counter()
+        spread_names = [f"bench-org-{i:04d}" for i in range(args.orgs)]
+        funded = {*spread_names, "bench-hot-billfold", "bench-hot-minimal"}
+        names = [*sorted(funded), "bench-balance-small", "bench-balance-large"]
+        log(f"creating {len(names)} organizations through the admin API ({len(funded)} funded)")
+        orgs = asyncio.run(create_orgs(billfold.url, admin_key, names, funded))
+        org_seconds = time.perf_counter() - t0
+        log(f"  done in {org_seconds:.1f} s")
+        small_s = asyncio.run(seed_entries(dsn, orgs["bench-balance-small"]["id"], args.small_entries))
+        large_s = asyncio.run(seed_entries(dsn, orgs["bench-balance-large"]["id"], args.large_entries))
+        log(f"  seeded {args.small_entries:,} + {args.large_entries:,} entries in {small_s + large_s:.1f} s")
+        asyncio.run(pg_exec(dsn, "VACUUM ANALYZE"))
+
+        def keys_file(label: str, selected: list[str]) -> Path:
+            path = run_dir / f"keys-{label}.txt"
+            path.write_text("".join(orgs[n]["api_key"] + "\n" for n in selected))
+            return path
+
+        charge = {
+            "spread": keys_file("spread", spread_names),
+            "hot-billfold": keys_file("hot-billfold", ["bench-hot-billfold"]),
+            "hot-minimal": keys_file("hot-minimal", ["bench-hot-minimal"]),
+        }
+        bench = Bench(args, loadgen, admin_dsn, database)
+        spread = f"charges_{args.orgs}_orgs"
+        if args.only in ("all", "charges"):
+            minimal.start()
+            for rnd in range(1, args.rounds + 1):
+                # interleaved, so that drift (table growth, other load on the machine) hits both servers
+                for scenario, server, keys in [
+                    (spread, billfold, charge["spread"]),
+                    (spread, minimal, charge["spread"]),
+                    ("charges_hot_org", billfold, charge["hot-billfold"]),
+                    ("charges_hot_org", minimal, charge["hot-minimal"]),
+                ]:
+                    phases.append(
+                        bench.measure(
+                            scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
+                        )
+                    )
+            minimal.stop()
+        if args.only in ("all", "balance"):
+            small_keys = keys_file("balance-small", ["bench-balance-small"])
+            large_keys = keys_file("balance-large", ["bench-balance-large"])
+            for rnd in range(1, args.rounds + 1):
+                for scenario, keys in [
+                    (f"balance_{args.small_entries}_entries", small_keys),
+                    (f"balance_{args.large_entries}_entries", large_keys),
+                ]:
+                    phases.append(
+                        bench.measure(scenario, billfold, Load(keys, "GET", "/v1/billing/balance"), rnd)
+                    )
+        billfold.stop()
+
+        log("billfold ledger verify")
+        done = subprocess.run(
+            [*console_script("billfold", "billfold.cli"), "ledger", "verify"],
+            cwd=ROOT,
+            env=billfold_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        verify = {
+            "exit_code": done.returncode,
+            "summary": ((done.stdout.strip() or done.stderr.strip()).splitlines() or ["(no output)"])[0][
+                :300
+            ],
+            "output": (done.stdout + done.stderr)[-4000:],
+            "entries": asyncio.run(pg_fetch(dsn, "SELECT count(*) FROM ledger_entries"))[0][0],
+        }
+        config = {
+            "started": stamp,
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "orgs": args.orgs,
+            "loadgen": loadgen,
+            "worker_in_process": args.worker_in_process,
+            "rate_limit": billfold_env["BILLFOLD_RATE_LIMIT"],
+            "cpus": NCPU,
+            "python": platform.python_version(),
+            "postgres": pg_version,
+            "postgres_settings": pg_settings,
+            "charge_body": CHARGE_BODY,
+            "git": git_info(),
+            "setup_seconds": {
+                "orgs": round(org_seconds, 1),
+                "seed_small": round(small_s, 1),
+                "seed_large": round(large_s, 1),
+            },
+        }
+        report = build_report(args, phases, config, verify)
+        report["results_file"] = str(RESULTS / f"{stamp}.json")
+        Path(report["results_file"]).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print_report(report)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        for server in (minimal, billfold):
+            try:
+                server.stop()
+            except Exception as exc:  # keep cleaning up
+                log(f"could not stop {server.name}: {exc}")
+        if created and not args.keep_db:
+            log(f"dropping database {database}")
+            try:
+                asyncio.run(pg_exec(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            except Exception as exc:
+                log(f"could not drop {database}: {exc}")
+        elif created:
+            kept = RESULTS / f"{stamp}-keys"
+            shutil.copytree(run_dir, kept, dirs_exist_ok=True)
+            log(f"kept database {database} ({dsn}); its API keys are in {kept}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0 if verify.get("exit_code") == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+-- wrk script for bench/run.py: cycles through API keys (one per line in a file), one request per key
+-- in turn, and prints one JSON line (prefix "BENCH_JSON ") with throughput and latency percentiles.
+-- Usage: wrk ... -s bench/wrk_requests.lua URL -- KEYS_FILE METHOD PATH [BODY]
+
+local reqs = {}
+local idx = 0
+local threads = 0
+
+function setup(thread)
+   thread:set("tid", threads)
+   threads = threads + 1
+end
+
+function init(args)
+   local keys_file, method, path, body = args[1], args[2], args[3], args[4]
+   if body == "" then body = nil end
+   for key in io.lines(keys_file) do
+      if key ~= "" then
+         local headers = { ["Authorization"] = "Bearer " .. key }
+         if body then headers["Content-Type"] = "application/json" end
+         reqs[#reqs + 1] = wrk.format(method, path, headers, body)
+      end
+   end
+   -- each wrk thread starts at its own place in the key list
+   idx = ((tid or 0) * 7919) % #reqs
+end
+
+function request()
+   idx = idx % #reqs + 1
+   return reqs[idx]
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      'BENCH_JSON {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
+      '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+      '"latency_us": {"mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d}}\n',
+      summary.duration, summary.requests, summary.bytes,
+      e.connect, e.read, e.write, e.status, e.timeout,
+      latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
+      latency:percentile(99), latency:percentile(99.9)))
+end

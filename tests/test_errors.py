@@ -1,0 +1,152 @@
+"""The error envelope: every error status carries a tracking id (body and header), a machine code
+and a message; internal errors leak nothing; rate limits answer 429 with Retry-After."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from conftest import ADMIN, assert_error, open_client
+from litestar import get
+
+from billfold import hookimpl
+
+
+async def test_unknown_route_is_404_in_the_envelope(client):
+    body = assert_error(await client.get("/v1/no-such-route"), 404, "not_found")
+    assert "error" in body
+    # also without any credentials and on a deeper unknown path
+    assert_error(await client.post("/v1/billing/nope/deeper", json={}), 404, "not_found")
+
+
+async def test_wrong_method_is_405_in_the_envelope(client, tenant):
+    response = await client.delete("/v1/billing/balance", headers=tenant.headers)
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["allow"]
+
+
+async def test_each_tracking_id_is_new(client):
+    first = assert_error(await client.get("/v1/billing/balance"), 401)
+    second = assert_error(await client.get("/v1/billing/balance"), 401)
+    assert first["trackingId"] != second["trackingId"]
+
+
+async def test_validation_errors_name_the_field(client, tenant):
+    wrong_type = await client.post("/v1/billing/charges", json={"amount_cents": "ten"}, headers=tenant.headers)
+    body = assert_error(wrong_type, 400, "validation_error", field="amount_cents")
+    assert "amount_cents" in body["message"]
+
+    fractional = await client.post("/v1/billing/charges", json={"amount_cents": 1.5}, headers=tenant.headers)
+    assert_error(fractional, 400, "validation_error", field="amount_cents")
+
+    missing = await client.post("/v1/billing/charges", json={"description": "x"}, headers=tenant.headers)
+    assert_error(missing, 400, "validation_error", field="amount_cents")
+
+    unknown = await client.post(
+        "/v1/billing/charges", json={"amount_cents": 5, "amount_usd": "0.05"}, headers=tenant.headers
+    )
+    assert_error(unknown, 400, "validation_error", field="amount_usd")
+
+    no_body = await client.post("/v1/billing/charges", headers=tenant.headers)
+    body = assert_error(no_body, 400, "validation_error")
+    assert "body" in body["message"]
+
+    malformed = await client.post(
+        "/v1/billing/charges", content=b"{not json", headers={**tenant.headers, "content-type": "application/json"}
+    )
+    assert_error(malformed, 400)
+
+    negative = await client.post("/v1/billing/charges", json={"amount_cents": -5}, headers=tenant.headers)
+    assert_error(negative, 400, "validation_error", field="amount_cents")
+
+    bad_query = await client.get("/v1/billing/transactions?offset=-1", headers=tenant.headers)
+    assert_error(bad_query, 400, "validation_error", field="offset")
+
+
+async def test_business_errors_carry_a_fix_hint_and_extra_fields(client, new_tenant):
+    poor = await new_tenant(balance=100)
+    response = await client.post("/v1/billing/charges", json={"amount_cents": 150}, headers=poor.headers)
+    body = assert_error(response, 402, "insufficient_funds")
+    assert body["error"]["fix"]
+    assert body["balance_cents"] == 100
+    assert body["required_cents"] == 150
+
+
+class ExplodingRoutes:
+    """A throwaway plugin that mounts a route which fails with an internal error."""
+
+    secret = f"SECRET-{uuid.uuid4().hex}"
+
+    @hookimpl
+    def billfold_routes(self, state: Any) -> list[Any]:
+        secret = self.secret
+
+        @get("/v1/testplugin/explode", sync_to_thread=False)
+        def explode() -> dict[str, str]:
+            raise RuntimeError(f"database password is {secret}")
+
+        return [explode]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_internal_error_has_a_tracking_id_and_no_traceback(state):
+    plugin = ExplodingRoutes()
+    state.pm.register(plugin, name="exploding-routes")
+    # Litestar's logging set-up replaces the root handlers (so pytest's caplog sees nothing):
+    # listen on the API logger itself.
+    captured = _Records()
+    api_logger = logging.getLogger("billfold.api")
+    api_logger.addHandler(captured)
+    try:
+        async with open_client(state) as client:
+            response = await client.get("/v1/testplugin/explode")
+    finally:
+        api_logger.removeHandler(captured)
+        state.pm.unregister(plugin)
+
+    body = assert_error(response, 500, "internal_error")
+    assert "tracking id" in body["message"]
+    text = response.text
+    for leak in ("Traceback", "RuntimeError", plugin.secret, 'File "', ".py"):
+        assert leak not in text, f"500 body leaks {leak!r}: {text}"
+    # The operator finds the failure (with its traceback) in the log under the same tracking id.
+    logged = [r for r in captured.records if body["trackingId"] in r.getMessage()]
+    assert logged, "the tracking id is not in the log"
+    assert any(r.exc_info and plugin.secret in str(r.exc_info[1]) for r in logged)
+
+
+async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):
+    state = make_state({"rate_limits": {"enabled": True, "requests": 3}})
+    try:
+        async with open_client(state) as client:
+            created = await client.post("/v1/admin/organizations", json={"name": "Limited"}, headers=ADMIN)
+            assert created.status_code == 201, created.text
+            other = await client.post("/v1/admin/organizations", json={"name": "Other"}, headers=ADMIN)
+            assert other.status_code == 201, other.text
+            headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+
+            for _ in range(3):
+                ok = await client.get("/v1/billing/balance", headers=headers)
+                assert ok.status_code == 200, ok.text
+            limited = await client.get("/v1/billing/balance", headers=headers)
+            body = assert_error(limited, 429, "rate_limited")
+            assert int(limited.headers["Retry-After"]) >= 1
+            assert body["error"].get("fix")
+
+            # the limit is per credential: another tenant's key is not limited by the first one
+            other_headers = {"Authorization": f"Bearer {other.json()['api_key']}"}
+            assert (await client.get("/v1/billing/balance", headers=other_headers)).status_code == 200
+            # and health checks are never limited
+            for _ in range(5):
+                assert (await client.get("/health")).status_code == 200
+    finally:
+        await state.engine.dispose()
