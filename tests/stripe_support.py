@@ -42,7 +42,7 @@ with warnings.catch_warnings():  # localstripe registers plain functions as aioh
 
 # localstripe pickles its whole store to /tmp/localstripe.pickle on every write (shared by every
 # instance on the host); the tests keep it in memory.
-resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+resources.Store.dump_to_disk = lambda self: None
 
 SECRET_KEY = "sk_test_billfold"
 WEBHOOK_SECRET = "whsec_billfold_test"
@@ -173,7 +173,8 @@ def _fresh_localstripe_app() -> web.Application:
     for on_prepare in localstripe_app.on_response_prepare:
         app.on_response_prepare.append(on_prepare)
     for route in localstripe_app.router.routes():
-        app.router.add_route(route.method, route.resource.canonical, route.handler)  # type: ignore[union-attr]
+        assert route.resource is not None
+        app.router.add_route(route.method, route.resource.canonical, route.handler)
     return app
 
 
@@ -319,11 +320,11 @@ class RecordedStripeHTTPClient(stripe.HTTPXClient):
         choices = self.RECORDINGS.get((request.method, path))
         if choices is None:
             return await super().request_async(method, url, headers, post_data)
-        name = choices.get(params.get("mode", ""))
-        if name is None:
+        recording = choices.get(params.get("mode", ""))
+        if recording is None:
             error = {"error": {"type": "invalid_request_error", "message": "no recording for this request"}}
             return json.dumps(error).encode(), 400, {"request-id": "req_recorded"}
-        return (RECORDED / f"{name}.json").read_bytes(), 200, {"request-id": "req_recorded"}
+        return (RECORDED / f"{recording}.json").read_bytes(), 200, {"request-id": "req_recorded"}
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ async def test_customer_is_created_once_and_replaced_when_deleted(
     )
     stored = await localstripe.client.v1.customers.retrieve_async(customer)
     assert stored.name == "Acme"
-    assert stored.metadata.to_dict() == {"org_id": ORG, "plan": "pro"}
+    assert stored.to_dict()["metadata"] == {"org_id": ORG, "plan": "pro"}
 
     again = await provider.get_or_create_customer(org_id=ORG, existing_id=customer, name="Acme", metadata={})
     assert again == customer
@@ -260,7 +260,7 @@ async def test_setup_intent_attach_and_default_method(
     other = await localstripe.card(CARD_OK, customer=customer)
     await provider.set_default_payment_method(customer_id=customer, payment_method_id=card)
     stored = await localstripe.client.v1.customers.retrieve_async(customer)
-    assert stored.invoice_settings.default_payment_method == card
+    assert stored.to_dict()["invoice_settings"]["default_payment_method"] == card
 
     methods = await provider.list_payment_methods(customer_id=customer)
     assert [m.id for m in methods] == [card, other]  # the default first

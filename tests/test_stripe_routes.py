@@ -260,7 +260,7 @@ async def test_setup_intent_then_default_payment_method(
 
     assert account["has_payment_method"] is True
     customer = await localstripe.client.v1.customers.retrieve_async(await customer_of(state, tenant))
-    assert customer.invoice_settings.default_payment_method == card
+    assert customer.to_dict()["invoice_settings"]["default_payment_method"] == card
     listed = (await client.get("/v1/billing/payment-methods", headers=tenant.headers)).json()
     assert listed["default_payment_method_id"] == card
     assert [(m["id"], m["brand"], m["last4"], m["is_default"]) for m in listed["data"]] == [
@@ -282,7 +282,9 @@ async def enable_auto_reload(client: httpx.AsyncClient, tenant: Any) -> None:
 
 async def charge(client: httpx.AsyncClient, tenant: Any, amount_cents: int) -> None:
     response = await client.post(
-        "/v1/billing/charges", json={"amount_cents": amount_cents, "description": "sms"}, headers=tenant.headers
+        "/v1/billing/charges",
+        json={"amount_cents": amount_cents, "description": "sms"},
+        headers=tenant.headers,
     )
     assert response.status_code == 201, response.text
 
@@ -302,7 +304,9 @@ async def test_auto_reload_charges_the_saved_card_off_session(
     assert await balance(client, tenant) == 5500
     async with state.engine.connect() as conn:
         (intent_id, status) = (
-            await conn.execute(text("SELECT provider_payment_id, status FROM payments WHERE purpose = 'auto_reload'"))
+            await conn.execute(
+                text("SELECT provider_payment_id, status FROM payments WHERE purpose = 'auto_reload'")
+            )
         ).one()
     assert status == "succeeded"
     intent = await localstripe.client.v1.payment_intents.retrieve_async(intent_id)
@@ -326,7 +330,9 @@ async def test_auto_reload_needing_3d_secure_asks_the_customer(
     await charge(client, tenant, 500)
     await state.worker.drain()
 
-    required = await client.get(f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers)
+    required = await client.get(
+        f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers
+    )
     action = required.json()["action"]
     assert required.json()["requiresAction"] is True
     assert action["next_action"] == "confirm_payment"
@@ -362,7 +368,11 @@ async def test_checkout_then_completed_webhook_credits_once(
 ) -> None:
     response = await client.post(
         "/v1/billing/checkout",
-        json={"amountCents": 2500, "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"},
+        json={
+            "amountCents": 2500,
+            "successUrl": "https://app.example.com/ok",
+            "cancelUrl": "https://app.example.com/no",
+        },
         headers=tenant.headers,
     )
 

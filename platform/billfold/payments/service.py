@@ -49,6 +49,12 @@ provider_events = table_of(ProviderEvent)
 _profiles = profiles.profiles
 
 PURPOSES = ("top_up", "auto_reload", "checkout")
+CREDITING_EVENTS = (
+    "payment_intent.succeeded",
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+)
+FAILING_EVENTS = ("payment_intent.payment_failed", "checkout.session.async_payment_failed")
 
 
 class BillingView(msgspec.Struct, frozen=True):
@@ -504,14 +510,14 @@ class PaymentService:
             if fresh is None:
                 return False
             intent = event.intent
-            if (
-                event.type in ("payment_intent.succeeded", "checkout.session.completed")
-                and intent is not None
-            ):
-                if intent.status == "succeeded" or event.type == "checkout.session.completed":
-                    paid = msgspec.structs.replace(intent, status="succeeded")
-                    await self.credit_payment(conn, paid, purpose=intent.metadata.get("purpose", "checkout"))
-            elif event.type == "payment_intent.payment_failed" and intent is not None:
+            if event.type in CREDITING_EVENTS and intent is not None:
+                # A checkout session paid by a delayed method (SEPA) completes unpaid (`processing`);
+                # it is credited by its later async_payment_succeeded event.
+                if intent.status == "succeeded":
+                    await self.credit_payment(
+                        conn, intent, purpose=intent.metadata.get("purpose", "checkout")
+                    )
+            elif event.type in FAILING_EVENTS and intent is not None:
                 await self._payment_failed(conn, intent)
             elif event.type == "setup_intent.succeeded" and event.setup_intent is not None:
                 await self._setup_succeeded(conn, event.setup_intent)

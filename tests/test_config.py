@@ -1,0 +1,302 @@
+"""billing.yaml → typed, validated, immutable config: errors name the file, the key path and the
+line; ${VAR} / ${VAR:-default} interpolation is typed like YAML; BILLFOLD_DATABASE_URL wins;
+plugin sections are validated (an unknown one is refused)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import pytest
+from conftest import BASE_CONFIG, run_cli
+
+from billfold.config import BillfoldConfig, ConfigError, load_config, load_config_text
+
+
+def line_of(text: str, fragment: str) -> int:
+    """1-based line of the first line containing ``fragment``."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if fragment in line:
+            return number
+    raise AssertionError(f"{fragment!r} not in the text")
+
+
+def refused(text: str, **kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, source="billing.yaml", environ=kwargs.pop("environ", {}), **kwargs)
+    return caught.value
+
+
+def test_the_shipped_config_loads():
+    config, _ = load_config_text(BASE_CONFIG, environ={})
+    assert isinstance(config, BillfoldConfig)
+    assert config.environment == "development"
+    assert config.default_currency == "usd"
+    assert config.currencies["usd"].minimum_top_up == 500
+    assert config.currencies["eur"].symbol == "€"
+    assert str(config.channels["sms"].price) == "0.79"
+    assert config.alerts.thresholds_cents == (1000, 500, 0)
+    assert config.auto_reload.monthly_limit_cents is None
+    assert config.server.port == 8000
+    assert config.worker.in_process is True
+    assert config.database.url == "sqlite+aiosqlite:///billfold.db"
+    assert config.plugins == {}
+    with pytest.raises(AttributeError):
+        config.default_currency = "eur"  # type: ignore[misc]
+
+
+# -- errors point at the key -------------------------------------------------------------------------
+
+
+def test_typo_in_a_key_names_the_path_and_line():
+    text = BASE_CONFIG.replace("    minimum_top_up: 1000       # €10.00", "    minimun_top_up: 1000")
+    error = refused(text)
+    assert error.key_path == "currencies.eur.minimun_top_up"
+    assert error.line == line_of(text, "minimun_top_up")
+    assert error.source == "billing.yaml"
+    assert f"billing.yaml:{error.line}" in str(error)
+    assert "currencies.eur.minimun_top_up" in str(error)
+    assert "unknown field" in str(error)
+
+
+def test_typo_in_a_top_level_section():
+    text = BASE_CONFIG.replace("holds:\n", "holdz:\n")
+    error = refused(text)
+    assert error.key_path == "holdz"
+    assert error.line == line_of(text, "holdz:")
+
+
+def test_typo_in_a_nested_section():
+    text = BASE_CONFIG.replace("  key_cache_seconds: 5", "  key_cache_secs: 5")
+    error = refused(text)
+    assert error.key_path == "auth.key_cache_secs"
+    assert error.line == line_of(text, "key_cache_secs")
+
+
+def test_wrong_type_names_the_path_and_line():
+    text = BASE_CONFIG.replace("pool_size: 20", "pool_size: lots")
+    error = refused(text)
+    assert error.key_path == "database.pool_size"
+    assert error.line == line_of(text, "pool_size: lots")
+    assert "Expected `int`" in error.message
+
+
+def test_wrong_type_in_a_list_names_the_index():
+    text = BASE_CONFIG.replace("[1000, 500, 0]", "[1000, lots, 0]")
+    error = refused(text)
+    assert error.key_path == "alerts.thresholds_cents[1]"
+    assert error.line == line_of(text, "thresholds_cents")
+
+
+def test_invalid_choice():
+    text = BASE_CONFIG.replace("  enabled: true\n  unit: minute", "  enabled: true\n  unit: fortnight")
+    assert text.count("fortnight") == 1
+    error = refused(text)
+    assert error.key_path == "rate_limits.unit"
+    assert error.line == line_of(text, "unit: fortnight")
+    assert "fortnight" in error.message
+
+
+def test_missing_required_value():
+    text = BASE_CONFIG.replace(
+        '    maximum_top_up: 1000000\n    minor_units: 2\n    symbol: "€"', '    minor_units: 2\n    symbol: "€"'
+    )
+    assert text != BASE_CONFIG
+    error = refused(text)
+    assert error.key_path == "currencies.eur"
+    assert error.line == line_of(text, "  eur:")
+    assert "maximum_top_up" in error.message
+
+
+def test_a_rule_broken_inside_a_section():
+    text = BASE_CONFIG.replace("    maximum_top_up: 1000000    # $10,000.00", "    maximum_top_up: 100")
+    error = refused(text)
+    assert error.key_path == "currencies.usd"
+    assert error.line == line_of(text, "  usd:")
+    assert "maximum_top_up" in error.message
+
+
+def test_negative_price_and_bad_tier():
+    error = refused(BASE_CONFIG.replace("    price: 0.79", "    price: -1"))
+    assert error.key_path == "channels.sms"
+    text = BASE_CONFIG.replace("    price: 0.79", "    price: 0.79\n    tiers:\n      - from_units: 1000\n        price: cheap")
+    error = refused(text)
+    assert error.key_path == "channels.sms.tiers[0].price"
+    assert error.line == line_of(text, "price: cheap")
+
+
+def test_default_currency_must_be_declared():
+    error = refused(BASE_CONFIG.replace("default_currency: usd", "default_currency: gbp"))
+    assert "gbp" in error.message
+    assert "default_currency" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("", "empty"), ("- a\n- b\n", "mapping"), ("database: [1, \n", "")],
+    ids=["empty", "not-a-mapping", "broken-yaml"],
+)
+def test_not_a_config_at_all(text, needle):
+    error = refused(text)
+    assert needle in error.message
+    if text.startswith("database"):
+        assert error.line is not None
+
+
+def test_unreadable_file(tmp_path: Path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "missing.yaml")
+    assert "missing.yaml" in str(caught.value)
+
+
+# -- interpolation ------------------------------------------------------------------------------------------
+
+
+def test_env_values_are_typed_like_yaml():
+    config, _ = load_config_text(
+        BASE_CONFIG,
+        environ={
+            "BILLFOLD_PORT": "9001",
+            "BILLFOLD_WORKERS": "4",
+            "BILLFOLD_WORKER_IN_PROCESS": "false",
+            "BILLFOLD_RATE_LIMIT": "12",
+            "BILLFOLD_ENV": "production",
+            "BILLFOLD_HOST": "0.0.0.0",
+        },
+    )
+    assert config.server.port == 9001
+    assert type(config.server.port) is int
+    assert config.server.workers == 4
+    assert config.worker.in_process is False
+    assert config.rate_limits.requests == 12
+    assert config.environment == "production"
+    assert config.is_production
+    assert config.server.host == "0.0.0.0"
+
+
+def test_defaults_are_typed_like_yaml():
+    config, _ = load_config_text(BASE_CONFIG, environ={})
+    assert config.server.port == 8000 and type(config.server.port) is int
+    assert config.worker.in_process is True
+    assert config.rate_limits.requests == 6000
+
+
+def test_interpolation_forms():
+    text = BASE_CONFIG.replace("  monthly_limit_cents: null    # null = no cap", "  monthly_limit_cents: ${CAP:-null}")
+    text = text.replace('    symbol: "$"', '    symbol: "${SYMBOL:-$}"')
+    text = text.replace(
+        "  url: ${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}",
+        "  url: sqlite+aiosqlite:///${DB_DIR:-/tmp}/${DB_NAME}.db",
+    )
+    config, _ = load_config_text(text, environ={"DB_NAME": "main", "SYMBOL": "100"})
+    assert config.auto_reload.monthly_limit_cents is None
+    assert config.currencies["usd"].symbol == "100"  # quoted: stays a string
+    assert config.database.url == "sqlite+aiosqlite:////tmp/main.db"
+
+    config, _ = load_config_text(text, environ={"DB_NAME": "x", "CAP": "25000", "DB_DIR": "/srv"})
+    assert config.auto_reload.monthly_limit_cents == 25000
+    assert config.database.url == "sqlite+aiosqlite:////srv/x.db"
+
+    # an empty variable falls back to its default
+    config, _ = load_config_text(text, environ={"DB_NAME": "x", "CAP": ""})
+    assert config.auto_reload.monthly_limit_cents is None
+
+
+def test_unset_variable_without_default_is_refused_with_its_line():
+    text = BASE_CONFIG.replace("  pool_size: 20", "  pool_size: ${POOL_SIZE}")
+    error = refused(text)
+    assert "POOL_SIZE" in error.message
+    assert error.line == line_of(text, "POOL_SIZE")
+
+
+def test_env_value_of_the_wrong_type_is_refused_at_its_key():
+    error = refused(BASE_CONFIG, environ={"BILLFOLD_PORT": "eighty"})
+    assert error.key_path == "server.port"
+    assert error.line == line_of(BASE_CONFIG, "  port:")
+
+
+def test_database_url_from_the_environment_wins():
+    text = BASE_CONFIG.replace(
+        "  url: ${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}", "  url: sqlite+aiosqlite:///config.db"
+    )
+    config, _ = load_config_text(text, environ={})
+    assert config.database.url == "sqlite+aiosqlite:///config.db"
+    config, _ = load_config_text(text, environ={"BILLFOLD_DATABASE_URL": "postgresql://db/billfold"})
+    assert config.database.url == "postgresql://db/billfold"
+    # also when the file has no database section at all
+    without = text.replace("database:\n  url: sqlite+aiosqlite:///config.db\n  pool_size: 20\n  max_overflow: 10\n", "")
+    assert "database:" not in without
+    config, _ = load_config_text(without, environ={"BILLFOLD_DATABASE_URL": "postgresql://db/b"})
+    assert config.database.url == "postgresql://db/b"
+
+
+# -- plugin sections --------------------------------------------------------------------------------------------
+
+
+def test_unknown_plugin_section_is_refused(make_state):
+    from conftest import config_text
+
+    with pytest.raises(ConfigError) as caught:
+        make_state({"plugins": {"nosuchplugin": {"x": 1}}})
+    error = caught.value
+    assert error.key_path == "plugins.nosuchplugin"
+    text = config_text({"plugins": {"nosuchplugin": {"x": 1}}}, database_url="sqlite+aiosqlite:///x.db")
+    assert error.line == line_of(text, "nosuchplugin:")
+    assert "nosuchplugin" in str(error)
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "billing.yaml"
+    path.write_text(text)
+    return path
+
+
+async def test_cli_config_check_accepts_the_shipped_file(tmp_path: Path):
+    result = await asyncio.to_thread(
+        run_cli, "config", "check", "config/billing.yaml", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: config/billing.yaml")
+
+
+async def test_cli_config_check_refuses_a_typo_with_path_and_line(tmp_path: Path):
+    text = BASE_CONFIG.replace("    minimum_top_up: 500        # $5.00", "    minimun_top_up: 500")
+    path = _write(tmp_path, text)
+    result = await asyncio.to_thread(run_cli, "config", "check", str(path), database_url="sqlite+aiosqlite:///x.db")
+    assert result.returncode == 1
+    line = line_of(text, "minimun_top_up")
+    assert f"{path}:{line}" in result.stderr
+    assert "currencies.usd.minimun_top_up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_cli_config_check_refuses_an_unknown_plugin_section(tmp_path: Path):
+    text = BASE_CONFIG.replace("plugins: {}", "plugins:\n  stripey:\n    api_key: x\n")
+    path = _write(tmp_path, text)
+    result = await asyncio.to_thread(run_cli, "config", "check", str(path), database_url="sqlite+aiosqlite:///x.db")
+    assert result.returncode == 1
+    assert "plugins.stripey" in result.stderr
+    assert f"{path}:{line_of(text, 'stripey:')}" in result.stderr
+
+
+async def test_other_commands_refuse_an_invalid_config(tmp_path: Path):
+    text = BASE_CONFIG.replace("pool_size: 20", "pool_size: lots")
+    path = _write(tmp_path, text)
+    result = await asyncio.to_thread(
+        run_cli, "ledger", "verify", database_url="sqlite+aiosqlite:///x.db", env={"BILLFOLD_CONFIG": str(path)}
+    )
+    assert result.returncode == 1
+    assert "database.pool_size" in result.stderr
+    assert f":{line_of(text, 'pool_size')}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_structs_are_frozen():
+    config, _ = load_config_text(BASE_CONFIG, environ={})
+    with pytest.raises(AttributeError):
+        config.currencies["usd"].minimum_top_up = 1  # type: ignore[misc]
+    assert msgspec.structs.asdict(config.holds) == {"default_expires_in_seconds": 900, "max_expires_in_seconds": 604800}
