@@ -20,16 +20,16 @@ os.environ.setdefault("BILLFOLD_ADMIN_API_KEY", "admin_test_key")
 os.environ.pop("BILLFOLD_DATABASE_URL", None)
 os.environ.pop("BILLFOLD_PLUGINS", None)
 
-import asyncpg  # noqa: E402
-import httpx  # noqa: E402
-import yaml  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+import asyncpg
+import httpx
+import yaml
+from sqlalchemy import text
 
-from billfold.api.app import create_app  # noqa: E402
-from billfold.config import load_config_text  # noqa: E402
-from billfold.db import metadata  # noqa: E402
-from billfold.db.migrate import upgrade  # noqa: E402
-from billfold.state import AppState  # noqa: E402
+from billfold.api.app import create_app
+from billfold.config import load_config_text
+from billfold.db import metadata
+from billfold.db.migrate import upgrade
+from billfold.state import AppState
 
 ADMIN_KEY = os.environ["BILLFOLD_ADMIN_API_KEY"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -55,7 +55,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_text(overrides: dict[str, Any] | None = None, *, database_url: str) -> str:
-    raw = yaml.safe_load(BASE_CONFIG.replace("${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}", database_url))
+    raw = yaml.safe_load(
+        BASE_CONFIG.replace("${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}", database_url)
+    )
     data = deep_merge(deep_merge(raw, TEST_OVERRIDES), overrides or {})
     data["database"]["url"] = database_url
     return yaml.safe_dump(data)
@@ -125,7 +127,9 @@ def is_postgres(database_url: str) -> bool:
 @pytest.fixture
 def make_state(database_url: str) -> Callable[..., AppState]:
     def make(overrides: dict[str, Any] | None = None, **kwargs: Any) -> AppState:
-        config, lines = load_config_text(config_text(overrides, database_url=database_url), source="test.yaml")
+        config, lines = load_config_text(
+            config_text(overrides, database_url=database_url), source="test.yaml"
+        )
         return AppState(config, lines=lines, source="test.yaml", **kwargs)
 
     return make
@@ -138,7 +142,9 @@ def config_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def state(make_state: Callable[..., AppState], config_overrides: dict[str, Any]) -> AsyncIterator[AppState]:
+async def state(
+    make_state: Callable[..., AppState], config_overrides: dict[str, Any]
+) -> AsyncIterator[AppState]:
     app_state = make_state(config_overrides)
     yield app_state
     await app_state.engine.dispose()
@@ -169,7 +175,11 @@ async def open_client(app_state: AppState) -> AsyncIterator[httpx.AsyncClient]:
     await asyncio.wait({host, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if not started.is_set():
         waiter.cancel()
-        await host  # start-up failed: raise its error
+        error = host.exception()
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]  # the lifespan's task group wraps a start-up failure
+        assert error is not None
+        raise error
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver.local", timeout=60
@@ -197,7 +207,9 @@ class Tenant:
 @pytest.fixture
 def new_tenant(client: httpx.AsyncClient) -> Callable[..., Any]:
     async def make(*, currency: str = "usd", balance: int = 0, name: str = "Acme") -> Tenant:
-        response = await client.post("/v1/admin/organizations", json={"name": name, "currency": currency}, headers=ADMIN)
+        response = await client.post(
+            "/v1/admin/organizations", json={"name": name, "currency": currency}, headers=ADMIN
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         tenant = Tenant(body["id"], body["api_key"], currency)
@@ -236,20 +248,30 @@ async def count_rows(state: AppState, table: str) -> int:
 BILLFOLD_CLI = Path(sys.executable).parent / "billfold"
 
 
-def run_cli(*args: str, database_url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, database_url: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `billfold` console script against ``database_url`` (from the repo root)."""
     environ = {**os.environ, "BILLFOLD_DATABASE_URL": database_url, "BILLFOLD_CONFIG": "config/billing.yaml"}
     environ.pop("BILLFOLD_PLUGINS", None)
     environ.update(env or {})
     return subprocess.run(
-        [str(BILLFOLD_CLI), *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120, check=False
+        [str(BILLFOLD_CLI), *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
 # -- assertions --------------------------------------------------------------------------------
 
 
-def assert_error(response: httpx.Response, status: int, code: str | None = None, *, field: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, code: str | None = None, *, field: str | None = None
+) -> dict[str, Any]:
     """Check the common error envelope and return the body.
 
     Every error carries trackingId, code and message at the top level, the same code and message

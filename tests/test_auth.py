@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import ADMIN, assert_error, open_client
 from sqlalchemy import select
 
 from billfold.orgs.models import ApiKey
+from conftest import ADMIN, assert_error, open_client
 
 
 async def test_missing_header_is_401(client):
@@ -22,20 +22,26 @@ async def test_missing_header_is_401(client):
     ["Bearer sk_test_doesnotexist", "Token sk_test_doesnotexist", "Bearer " + "x" * 500],
 )
 async def test_unknown_key_is_401(client, tenant, header):
-    assert_error(await client.get("/v1/billing/balance", headers={"Authorization": header}), 401, "invalid_api_key")
+    assert_error(
+        await client.get("/v1/billing/balance", headers={"Authorization": header}), 401, "invalid_api_key"
+    )
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "sk_test_abc"])
 async def test_malformed_header_is_401(client, header):
     assert_error(
-        await client.get("/v1/billing/balance", headers={"Authorization": header}), 401, "invalid_authorization_header"
+        await client.get("/v1/billing/balance", headers={"Authorization": header}),
+        401,
+        "invalid_authorization_header",
     )
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "Token", "bearer", "token"])
 async def test_bearer_and_token_schemes_both_work(client, new_tenant, scheme):
     tenant = await new_tenant(balance=700)
-    response = await client.get("/v1/billing/balance", headers={"Authorization": f"{scheme} {tenant.api_key}"})
+    response = await client.get(
+        "/v1/billing/balance", headers={"Authorization": f"{scheme} {tenant.api_key}"}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["free"] == 700
 
@@ -54,7 +60,9 @@ async def test_keys_are_prefixed_and_only_shown_once(client, tenant, state):
 
 
 async def test_admin_revocation(client, tenant):
-    second = await client.post(f"/v1/admin/organizations/{tenant.org_id}/keys", json={"name": "ci"}, headers=ADMIN)
+    second = await client.post(
+        f"/v1/admin/organizations/{tenant.org_id}/keys", json={"name": "ci"}, headers=ADMIN
+    )
     assert second.status_code == 201, second.text
     key = second.json()
     assert key["organization_id"] == tenant.org_id
@@ -70,8 +78,12 @@ async def test_admin_revocation(client, tenant):
     # the organization's other key is untouched
     assert (await client.get("/v1/billing/balance", headers=tenant.headers)).status_code == 200
     # revoking twice, or an unknown key, is 404
-    assert_error(await client.post(f"/v1/admin/keys/{key['id']}/revoke", headers=ADMIN), 404, "api_key_not_found")
-    assert_error(await client.post(f"/v1/admin/keys/{uuid.uuid4()}/revoke", headers=ADMIN), 404, "api_key_not_found")
+    assert_error(
+        await client.post(f"/v1/admin/keys/{key['id']}/revoke", headers=ADMIN), 404, "api_key_not_found"
+    )
+    assert_error(
+        await client.post(f"/v1/admin/keys/{uuid.uuid4()}/revoke", headers=ADMIN), 404, "api_key_not_found"
+    )
 
 
 async def test_tenant_revokes_its_own_keys_only(client, new_tenant):
@@ -103,10 +115,14 @@ async def test_revocation_is_immediate_despite_the_key_cache(make_state):
     state = make_state({"auth": {"key_cache_seconds": 300}})
     try:
         async with open_client(state) as client:
-            created = (await client.post("/v1/admin/organizations", json={"name": "Cached"}, headers=ADMIN)).json()
+            created = (
+                await client.post("/v1/admin/organizations", json={"name": "Cached"}, headers=ADMIN)
+            ).json()
             headers = {"Authorization": f"Bearer {created['api_key']}"}
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200  # now cached
-            assert (await client.post(f"/v1/admin/keys/{created['key_id']}/revoke", headers=ADMIN)).status_code == 200
+            assert (
+                await client.post(f"/v1/admin/keys/{created['key_id']}/revoke", headers=ADMIN)
+            ).status_code == 200
             assert_error(await client.get("/v1/billing/balance", headers=headers), 401, "invalid_api_key")
     finally:
         await state.engine.dispose()
@@ -165,7 +181,11 @@ ADMIN_ROUTES = [
     ("POST", "/v1/admin/organizations", {"name": "Mallory"}),
     ("GET", "/v1/admin/organizations/{org}", None),
     ("POST", "/v1/admin/organizations/{org}/keys", {}),
-    ("POST", "/v1/admin/organizations/{org}/adjustments", {"amount_cents": 100000, "description": "free money"}),
+    (
+        "POST",
+        "/v1/admin/organizations/{org}/adjustments",
+        {"amount_cents": 100000, "description": "free money"},
+    ),
     ("POST", "/v1/admin/organizations/{org}/refunds", {"amount_cents": 1, "description": "x"}),
     ("PUT", "/v1/admin/organizations/{org}/overage", {"overage_limit_cents": 100000}),
     ("POST", "/v1/admin/keys/{key}/revoke", None),
@@ -177,7 +197,12 @@ ADMIN_ROUTES = [
 async def test_admin_routes_refuse_tenant_keys(client, state, tenant, method, path, body):
     key_id = (await _key_ids(state, tenant.org_id))[0]
     url = path.format(org=tenant.org_id, key=key_id)
-    for headers in (tenant.headers, {"Authorization": f"Token {tenant.api_key}"}, {}, {"Authorization": "Bearer nope"}):
+    for headers in (
+        tenant.headers,
+        {"Authorization": f"Token {tenant.api_key}"},
+        {},
+        {"Authorization": "Bearer nope"},
+    ):
         assert_error(await client.request(method, url, json=body, headers=headers), 401)
     # nothing happened: the balance is untouched and the key still works
     balance = await client.get("/v1/billing/balance", headers=tenant.headers)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import assert_error
 from sqlalchemy import update
 
 from billfold.payments.models import BillingProfile
+from conftest import assert_error
 
 
 async def put_payment_method_on_file(state, org_id: str, method_id: str | None = "pm_test_4242") -> None:
@@ -22,7 +22,9 @@ async def put_payment_method_on_file(state, org_id: str, method_id: str | None =
     profiles = BillingProfile.__table__
     async with state.engine.begin() as conn:
         await conn.execute(
-            update(profiles).where(profiles.c.org_id == uuid.UUID(org_id)).values(default_payment_method_id=method_id)
+            update(profiles)
+            .where(profiles.c.org_id == uuid.UUID(org_id))
+            .values(default_payment_method_id=method_id)
         )
 
 
@@ -41,7 +43,9 @@ class Shape:
     def url(self, org_id: str) -> str:
         return self.path.format(org=org_id)
 
-    def body(self, *, enabled: Any = None, minimum: Any = None, amount: Any = None, limit: Any = "unset") -> dict:
+    def body(
+        self, *, enabled: Any = None, minimum: Any = None, amount: Any = None, limit: Any = "unset"
+    ) -> dict:
         body: dict[str, Any] = {}
         if enabled is not None:
             body[self.enabled] = enabled
@@ -82,7 +86,15 @@ SHAPES = [
         "autoRechargeAmountCents",
         "autoRechargeMonthlyLimitCents",
     ),
-    Shape("004", "/v1/billing/auto-reload", "PUT", "enabled", "threshold_cents", "amount_cents", "monthly_limit_cents"),
+    Shape(
+        "004",
+        "/v1/billing/auto-reload",
+        "PUT",
+        "enabled",
+        "threshold_cents",
+        "amount_cents",
+        "monthly_limit_cents",
+    ),
 ]
 SHAPE_IDS = [s.name for s in SHAPES]
 
@@ -160,8 +172,12 @@ async def test_balance_usd_formats_small_and_negative_amounts(client, new_tenant
 
     tenant = await new_tenant(balance=7)
     assert (await client.get("/v1/billing", headers=tenant.headers)).json()["balance_usd"] == "0.07"
-    await client.put(f"/v1/admin/organizations/{tenant.org_id}/overage", json={"overage_limit_cents": 100}, headers=ADMIN)
-    assert (await client.post("/v1/billing/charges", json={"amount_cents": 23}, headers=tenant.headers)).status_code == 201
+    await client.put(
+        f"/v1/admin/organizations/{tenant.org_id}/overage", json={"overage_limit_cents": 100}, headers=ADMIN
+    )
+    assert (
+        await client.post("/v1/billing/charges", json={"amount_cents": 23}, headers=tenant.headers)
+    ).status_code == 201
     account = (await client.get("/v1/billing", headers=tenant.headers)).json()
     assert account["balance_cents"] == -16
     assert account["balance_usd"] == "-0.16"
@@ -220,7 +236,15 @@ async def test_out_of_range_values_are_400_naming_the_field(client, state, tenan
         ("monthly_limit", "lots"),
         ("amount", None),
     ],
-    ids=["amount-str", "amount-list", "minimum-float", "minimum-object", "enabled-str", "limit-str", "amount-null"],
+    ids=[
+        "amount-str",
+        "amount-list",
+        "minimum-float",
+        "minimum-object",
+        "enabled-str",
+        "limit-str",
+        "amount-null",
+    ],
 )
 async def test_wrong_type_is_400_naming_the_field(client, tenant, shape, field_of, value):
     field = getattr(shape, field_of)
@@ -243,7 +267,7 @@ async def test_enabling_without_a_payment_method_is_422(client, tenant, shape):
     response = await send(client, tenant, shape, shape.body(enabled=True, minimum=2000, amount=10000))
     body = assert_error(response, 422, "payment_method_required")
     assert body["error"].get("fix")
-    v000, v001, v002, v004 = await get_all(client, tenant)
+    _, v001, v002, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
     assert v001["auto_reload_minimum_cents"] == 1000  # nothing of the refused request was kept
     assert v002["autoRechargeEnabled"] is False
@@ -253,7 +277,9 @@ async def test_enabling_without_a_payment_method_is_422(client, tenant, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 async def test_enabling_with_a_payment_method_updates_every_shape(client, state, tenant, shape):
     await put_payment_method_on_file(state, tenant.org_id)
-    response = await send(client, tenant, shape, shape.body(enabled=True, minimum=2000, amount=10000, limit=50000))
+    response = await send(
+        client, tenant, shape, shape.body(enabled=True, minimum=2000, amount=10000, limit=50000)
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer[shape.enabled] is True
@@ -264,13 +290,21 @@ async def test_enabling_with_a_payment_method_updates_every_shape(client, state,
     v000, v001, v002, v004 = await get_all(client, tenant)
     assert v000 == v001
     assert v001["has_payment_method"] is True
-    assert (v001["auto_reload_enabled"], v001["auto_reload_minimum_cents"], v001["auto_reload_amount_cents"]) == (
+    assert (
+        v001["auto_reload_enabled"],
+        v001["auto_reload_minimum_cents"],
+        v001["auto_reload_amount_cents"],
+    ) == (
         True,
         2000,
         10000,
     )
     assert v001["auto_reload_monthly_limit_cents"] == 50000
-    assert (v002["autoRechargeEnabled"], v002["autoRechargeThresholdCents"], v002["autoRechargeAmountCents"]) == (
+    assert (
+        v002["autoRechargeEnabled"],
+        v002["autoRechargeThresholdCents"],
+        v002["autoRechargeAmountCents"],
+    ) == (
         True,
         2000,
         10000,
@@ -301,12 +335,14 @@ async def test_disabling_always_works(client, state, tenant, shape):
 
     # and after it was enabled, even once the card is gone
     await put_payment_method_on_file(state, tenant.org_id)
-    assert (await send(client, tenant, shape, shape.body(enabled=True, minimum=0, amount=1))).status_code == 200
+    assert (
+        await send(client, tenant, shape, shape.body(enabled=True, minimum=0, amount=1))
+    ).status_code == 200
     await put_payment_method_on_file(state, tenant.org_id, None)
     response = await send(client, tenant, shape, shape.body(enabled=False))
     assert response.status_code == 200, response.text
     assert response.json()[shape.enabled] is False
-    v000, v001, v002, v004 = await get_all(client, tenant)
+    _, v001, v002, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
     assert v001["auto_reload_minimum_cents"] == 0  # the settings stay for the next time
     assert v001["auto_reload_amount_cents"] == 1
@@ -318,7 +354,7 @@ async def test_disabling_always_works(client, state, tenant, shape):
 async def test_settings_can_change_without_enabling(client, tenant, shape):
     response = await send(client, tenant, shape, shape.body(minimum=0, amount=700))
     assert response.status_code == 200, response.text
-    v000, v001, v002, v004 = await get_all(client, tenant)
+    _, v001, _, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
     assert (v001["auto_reload_minimum_cents"], v001["auto_reload_amount_cents"]) == (0, 700)
     assert (v004["threshold_cents"], v004["amount_cents"]) == (0, 700)

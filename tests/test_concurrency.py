@@ -7,10 +7,10 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from conftest import count_rows, open_client, run_cli, verify
 from litestar import get
 
 from billfold import hookimpl
+from conftest import count_rows, open_client, run_cli, verify
 
 
 class _SlowRoute:
@@ -50,7 +50,11 @@ async def test_concurrent_charges_never_overdraw(client, new_tenant, state, data
 
     responses = await asyncio.gather(
         *(
-            client.post("/v1/billing/charges", json={"amount_cents": 1000, "description": f"race {i}"}, headers=tenant.headers)
+            client.post(
+                "/v1/billing/charges",
+                json={"amount_cents": 1000, "description": f"race {i}"},
+                headers=tenant.headers,
+            )
             for i in range(50)
         )
     )
@@ -75,8 +79,12 @@ async def test_concurrent_charges_never_overdraw(client, new_tenant, state, data
 async def test_concurrent_charges_and_holds_share_the_free_balance(client, new_tenant, state):
     tenant = await new_tenant(balance=20000)
     requests = [
-        client.post("/v1/billing/charges", json={"amount_cents": 1000}, headers=tenant.headers) for _ in range(20)
-    ] + [client.post("/v1/billing/holds", json={"amount_cents": 1000}, headers=tenant.headers) for _ in range(20)]
+        client.post("/v1/billing/charges", json={"amount_cents": 1000}, headers=tenant.headers)
+        for _ in range(20)
+    ] + [
+        client.post("/v1/billing/holds", json={"amount_cents": 1000}, headers=tenant.headers)
+        for _ in range(20)
+    ]
     responses = await asyncio.gather(*requests)
     ok = [r for r in responses if r.status_code == 201]
     assert len(ok) == 20
@@ -100,7 +108,9 @@ async def test_capture_and_release_races_finalize_each_hold_once(client, new_ten
 
     async def attempt(hold_id: str, action: str, amount: int | None) -> tuple[str, str, Any]:
         body = {"amount_cents": amount} if amount is not None else None
-        response = await client.post(f"/v1/billing/holds/{hold_id}/{action}", json=body, headers=tenant.headers)
+        response = await client.post(
+            f"/v1/billing/holds/{hold_id}/{action}", json=body, headers=tenant.headers
+        )
         return hold_id, action, response
 
     attempts = []
@@ -131,9 +141,16 @@ async def test_capture_and_release_races_finalize_each_hold_once(client, new_ten
         assert fetched["status"] == final
 
     balance = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()
-    assert balance == {"free": 10000 - captured_total, "reserved": 0, "total": 10000 - captured_total, "currency": "usd"}
+    assert balance == {
+        "free": 10000 - captured_total,
+        "reserved": 0,
+        "total": 10000 - captured_total,
+        "currency": "usd",
+    }
     # one hold entry per hold, one capture (+ release of the rest) or one release, never both
-    transactions = (await client.get("/v1/billing/transactions?limit=200", headers=tenant.headers)).json()["data"]
+    transactions = (await client.get("/v1/billing/transactions?limit=200", headers=tenant.headers)).json()[
+        "data"
+    ]
     per_kind = Counter(t["kind"] for t in transactions)
     n_captured = sum(1 for v in outcome.values() if v == "captured")
     assert per_kind["hold"] == 20
@@ -146,11 +163,15 @@ async def test_concurrent_retries_with_one_idempotency_key_debit_once(client, ne
     headers = {**tenant.headers, "Idempotency-Key": "same-charge"}
     responses = await asyncio.gather(
         *(
-            client.post("/v1/billing/charges", json={"amount_cents": 700, "description": "once"}, headers=headers)
+            client.post(
+                "/v1/billing/charges", json={"amount_cents": 700, "description": "once"}, headers=headers
+            )
             for _ in range(10)
         )
     )
-    assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses if r.status_code != 201]
+    assert [r.status_code for r in responses] == [201] * 10, [
+        r.text for r in responses if r.status_code != 201
+    ]
     originals = [r for r in responses if r.headers.get("Idempotent-Replayed") != "true"]
     assert len(originals) == 1
     assert all(r.json() == originals[0].json() for r in responses)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import BASE_CONFIG, run_cli
 
 from billfold.config import BillfoldConfig, ConfigError, load_config, load_config_text
+from conftest import BASE_CONFIG, run_cli
 
 
 def line_of(text: str, fragment: str) -> int:
@@ -46,7 +46,7 @@ def test_the_shipped_config_loads():
         config.default_currency = "eur"  # type: ignore[misc]
 
 
-# -- errors point at the key -------------------------------------------------------------------------
+# -- errors point at the key -----------------------------------------------------------------------
 
 
 def test_typo_in_a_key_names_the_path_and_line():
@@ -100,7 +100,8 @@ def test_invalid_choice():
 
 def test_missing_required_value():
     text = BASE_CONFIG.replace(
-        '    maximum_top_up: 1000000\n    minor_units: 2\n    symbol: "€"', '    minor_units: 2\n    symbol: "€"'
+        '    maximum_top_up: 1000000\n    minor_units: 2\n    symbol: "€"',
+        '    minor_units: 2\n    symbol: "€"',
     )
     assert text != BASE_CONFIG
     error = refused(text)
@@ -120,7 +121,9 @@ def test_a_rule_broken_inside_a_section():
 def test_negative_price_and_bad_tier():
     error = refused(BASE_CONFIG.replace("    price: 0.79", "    price: -1"))
     assert error.key_path == "channels.sms"
-    text = BASE_CONFIG.replace("    price: 0.79", "    price: 0.79\n    tiers:\n      - from_units: 1000\n        price: cheap")
+    text = BASE_CONFIG.replace(
+        "    price: 0.79", "    price: 0.79\n    tiers:\n      - from_units: 1000\n        price: cheap"
+    )
     error = refused(text)
     assert error.key_path == "channels.sms.tiers[0].price"
     assert error.line == line_of(text, "price: cheap")
@@ -150,7 +153,7 @@ def test_unreadable_file(tmp_path: Path):
     assert "missing.yaml" in str(caught.value)
 
 
-# -- interpolation ------------------------------------------------------------------------------------------
+# -- interpolation ---------------------------------------------------------------------------------
 
 
 def test_env_values_are_typed_like_yaml():
@@ -183,7 +186,9 @@ def test_defaults_are_typed_like_yaml():
 
 
 def test_interpolation_forms():
-    text = BASE_CONFIG.replace("  monthly_limit_cents: null    # null = no cap", "  monthly_limit_cents: ${CAP:-null}")
+    text = BASE_CONFIG.replace(
+        "  monthly_limit_cents: null    # null = no cap", "  monthly_limit_cents: ${CAP:-null}"
+    )
     text = text.replace('    symbol: "$"', '    symbol: "${SYMBOL:-$}"')
     text = text.replace(
         "  url: ${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}",
@@ -218,20 +223,23 @@ def test_env_value_of_the_wrong_type_is_refused_at_its_key():
 
 def test_database_url_from_the_environment_wins():
     text = BASE_CONFIG.replace(
-        "  url: ${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}", "  url: sqlite+aiosqlite:///config.db"
+        "  url: ${BILLFOLD_DATABASE_URL:-sqlite+aiosqlite:///billfold.db}",
+        "  url: sqlite+aiosqlite:///config.db",
     )
     config, _ = load_config_text(text, environ={})
     assert config.database.url == "sqlite+aiosqlite:///config.db"
     config, _ = load_config_text(text, environ={"BILLFOLD_DATABASE_URL": "postgresql://db/billfold"})
     assert config.database.url == "postgresql://db/billfold"
     # also when the file has no database section at all
-    without = text.replace("database:\n  url: sqlite+aiosqlite:///config.db\n  pool_size: 20\n  max_overflow: 10\n", "")
+    without = text.replace(
+        "database:\n  url: sqlite+aiosqlite:///config.db\n  pool_size: 20\n  max_overflow: 10\n", ""
+    )
     assert "database:" not in without
     config, _ = load_config_text(without, environ={"BILLFOLD_DATABASE_URL": "postgresql://db/b"})
     assert config.database.url == "postgresql://db/b"
 
 
-# -- plugin sections --------------------------------------------------------------------------------------------
+# -- plugin sections -------------------------------------------------------------------------------
 
 
 def test_unknown_plugin_section_is_refused(make_state):
@@ -246,57 +254,54 @@ def test_unknown_plugin_section_is_refused(make_state):
     assert "nosuchplugin" in str(error)
 
 
-# -- the command line ---------------------------------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "billing.yaml"
-    path.write_text(text)
-    return path
+async def test_cli_config_check(tmp_path: Path):
+    """`billfold config check PATH` accepts the shipped file and refuses bad ones with path and line;
+    every other command refuses to run on an invalid config."""
+    typo = BASE_CONFIG.replace("    minimum_top_up: 500        # $5.00", "    minimun_top_up: 500")
+    plugin = BASE_CONFIG.replace("plugins: {}", "plugins:\n  stripey:\n    api_key: x\n")
+    wrong = BASE_CONFIG.replace("pool_size: 20", "pool_size: lots")
+    files = {}
+    for name, text in (("typo", typo), ("plugin", plugin), ("wrong", wrong)):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(text)
+    url = f"sqlite+aiosqlite:///{tmp_path}/unused.db"
 
-
-async def test_cli_config_check_accepts_the_shipped_file(tmp_path: Path):
-    result = await asyncio.to_thread(
-        run_cli, "config", "check", "config/billing.yaml", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    shipped, typoed, unknown_plugin, other_command = await asyncio.gather(
+        asyncio.to_thread(run_cli, "config", "check", "config/billing.yaml", database_url=url),
+        asyncio.to_thread(run_cli, "config", "check", str(files["typo"]), database_url=url),
+        asyncio.to_thread(run_cli, "config", "check", str(files["plugin"]), database_url=url),
+        asyncio.to_thread(
+            run_cli, "ledger", "verify", database_url=url, env={"BILLFOLD_CONFIG": str(files["wrong"])}
+        ),
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: config/billing.yaml")
 
+    assert shipped.returncode == 0, shipped.stderr
+    assert shipped.stdout.startswith("ok: config/billing.yaml")
 
-async def test_cli_config_check_refuses_a_typo_with_path_and_line(tmp_path: Path):
-    text = BASE_CONFIG.replace("    minimum_top_up: 500        # $5.00", "    minimun_top_up: 500")
-    path = _write(tmp_path, text)
-    result = await asyncio.to_thread(run_cli, "config", "check", str(path), database_url="sqlite+aiosqlite:///x.db")
-    assert result.returncode == 1
-    line = line_of(text, "minimun_top_up")
-    assert f"{path}:{line}" in result.stderr
-    assert "currencies.usd.minimun_top_up" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert typoed.returncode == 1
+    assert f"{files['typo']}:{line_of(typo, 'minimun_top_up')}" in typoed.stderr
+    assert "currencies.usd.minimun_top_up" in typoed.stderr
 
+    assert unknown_plugin.returncode == 1
+    assert f"{files['plugin']}:{line_of(plugin, 'stripey:')}" in unknown_plugin.stderr
+    assert "plugins.stripey" in unknown_plugin.stderr
 
-async def test_cli_config_check_refuses_an_unknown_plugin_section(tmp_path: Path):
-    text = BASE_CONFIG.replace("plugins: {}", "plugins:\n  stripey:\n    api_key: x\n")
-    path = _write(tmp_path, text)
-    result = await asyncio.to_thread(run_cli, "config", "check", str(path), database_url="sqlite+aiosqlite:///x.db")
-    assert result.returncode == 1
-    assert "plugins.stripey" in result.stderr
-    assert f"{path}:{line_of(text, 'stripey:')}" in result.stderr
+    assert other_command.returncode == 1
+    assert f"{files['wrong']}:{line_of(wrong, 'pool_size')}" in other_command.stderr
+    assert "database.pool_size" in other_command.stderr
 
-
-async def test_other_commands_refuse_an_invalid_config(tmp_path: Path):
-    text = BASE_CONFIG.replace("pool_size: 20", "pool_size: lots")
-    path = _write(tmp_path, text)
-    result = await asyncio.to_thread(
-        run_cli, "ledger", "verify", database_url="sqlite+aiosqlite:///x.db", env={"BILLFOLD_CONFIG": str(path)}
-    )
-    assert result.returncode == 1
-    assert "database.pool_size" in result.stderr
-    assert f":{line_of(text, 'pool_size')}" in result.stderr
-    assert "Traceback" not in result.stderr
+    for result in (typoed, unknown_plugin, other_command):
+        assert "Traceback" not in result.stderr
 
 
 def test_config_structs_are_frozen():
     config, _ = load_config_text(BASE_CONFIG, environ={})
     with pytest.raises(AttributeError):
         config.currencies["usd"].minimum_top_up = 1  # type: ignore[misc]
-    assert msgspec.structs.asdict(config.holds) == {"default_expires_in_seconds": 900, "max_expires_in_seconds": 604800}
+    assert msgspec.structs.asdict(config.holds) == {
+        "default_expires_in_seconds": 900,
+        "max_expires_in_seconds": 604800,
+    }

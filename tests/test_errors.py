@@ -7,10 +7,11 @@ import logging
 import uuid
 from typing import Any
 
-from conftest import ADMIN, assert_error, open_client
 from litestar import get
+from litestar.exceptions import ImproperlyConfiguredException
 
 from billfold import hookimpl
+from conftest import ADMIN, assert_error, open_client
 
 
 async def test_unknown_route_is_404_in_the_envelope(client):
@@ -33,7 +34,9 @@ async def test_each_tracking_id_is_new(client):
 
 
 async def test_validation_errors_name_the_field(client, tenant):
-    wrong_type = await client.post("/v1/billing/charges", json={"amount_cents": "ten"}, headers=tenant.headers)
+    wrong_type = await client.post(
+        "/v1/billing/charges", json={"amount_cents": "ten"}, headers=tenant.headers
+    )
     body = assert_error(wrong_type, 400, "validation_error", field="amount_cents")
     assert "amount_cents" in body["message"]
 
@@ -53,7 +56,9 @@ async def test_validation_errors_name_the_field(client, tenant):
     assert "body" in body["message"]
 
     malformed = await client.post(
-        "/v1/billing/charges", content=b"{not json", headers={**tenant.headers, "content-type": "application/json"}
+        "/v1/billing/charges",
+        content=b"{not json",
+        headers={**tenant.headers, "content-type": "application/json"},
     )
     assert_error(malformed, 400)
 
@@ -86,7 +91,11 @@ class ExplodingRoutes:
         def explode() -> dict[str, str]:
             raise RuntimeError(f"database password is {secret}")
 
-        return [explode]
+        @get("/v1/testplugin/misconfigured", sync_to_thread=False)
+        def misconfigured() -> dict[str, str]:
+            raise ImproperlyConfiguredException(f"the vault token {secret} is wrong")
+
+        return [explode, misconfigured]
 
 
 class _Records(logging.Handler):
@@ -122,6 +131,42 @@ async def test_internal_error_has_a_tracking_id_and_no_traceback(state):
     logged = [r for r in captured.records if body["trackingId"] in r.getMessage()]
     assert logged, "the tracking id is not in the log"
     assert any(r.exc_info and plugin.secret in str(r.exc_info[1]) for r in logged)
+
+
+async def test_internal_http_exceptions_are_internal_errors_too(state):
+    """A 500 raised as an HTTPException (e.g. Litestar's ImproperlyConfiguredException) gets the
+    same treatment as any other internal error: generic message, no internals in the body."""
+    plugin = ExplodingRoutes()
+    state.pm.register(plugin, name="exploding-routes")
+    try:
+        async with open_client(state) as client:
+            response = await client.get("/v1/testplugin/misconfigured")
+    finally:
+        state.pm.unregister(plugin)
+    assert_error(response, 500, "internal_error")
+    assert plugin.secret not in response.text
+    assert "vault" not in response.text
+
+
+async def test_openapi_document_is_served(client):
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200, response.text
+    paths = response.json()["paths"]
+    for path in (
+        "/v1/billing/charges",
+        "/v1/billing/transactions",
+        "/v1/orgs/{org_id}/billing",
+        "/v1/billing/balance",
+    ):
+        assert path in paths, sorted(paths)
+    # every operation has its own id (clients generate method names from them)
+    ids = [
+        op["operationId"]
+        for item in paths.values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    ]
+    assert len(ids) == len(set(ids))
 
 
 async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):

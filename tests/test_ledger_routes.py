@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import pytest
+
 from conftest import ADMIN, assert_error, count_rows, verify
 
 
@@ -32,7 +33,9 @@ async def test_new_organization_has_an_empty_balance(client, tenant, state):
 async def test_eur_organization(client, new_tenant):
     tenant = await new_tenant(currency="eur", balance=1500)
     assert await balance(client, tenant) == {"free": 1500, "reserved": 0, "total": 1500, "currency": "eur"}
-    created = await client.post("/v1/admin/organizations", json={"name": "X", "currency": "gbp"}, headers=ADMIN)
+    created = await client.post(
+        "/v1/admin/organizations", json={"name": "X", "currency": "gbp"}, headers=ADMIN
+    )
     assert_error(created, 400, "invalid_currency", field="currency")
 
 
@@ -118,7 +121,9 @@ async def test_admin_adjustments_and_refunds(client, new_tenant, state):
     assert debit.json()["transaction"]["kind"] == "adjustment"
     assert debit.json()["balance"]["free"] == 700
     zero = await client.post(
-        f"/v1/admin/organizations/{tenant.org_id}/adjustments", json={"amount_cents": 0, "description": "x"}, headers=ADMIN
+        f"/v1/admin/organizations/{tenant.org_id}/adjustments",
+        json={"amount_cents": 0, "description": "x"},
+        headers=ADMIN,
     )
     assert_error(zero, 400, field="amount_cents")
     too_much = await client.post(
@@ -139,7 +144,9 @@ async def test_admin_adjustments_and_refunds(client, new_tenant, state):
     assert (await balance(client, tenant))["free"] == 500
 
     unknown = await client.post(
-        f"/v1/admin/organizations/{uuid.uuid4()}/adjustments", json={"amount_cents": 5, "description": "x"}, headers=ADMIN
+        f"/v1/admin/organizations/{uuid.uuid4()}/adjustments",
+        json={"amount_cents": 5, "description": "x"},
+        headers=ADMIN,
     )
     assert_error(unknown, 404)
     assert await verify(state) == []
@@ -166,8 +173,12 @@ async def test_retried_charge_with_its_key_debits_once(client, new_tenant, state
 async def test_key_order_of_json_fields_does_not_matter(client, new_tenant):
     tenant = await new_tenant(balance=1000)
     headers = {**tenant.headers, "Idempotency-Key": "k", "content-type": "application/json"}
-    first = await client.post("/v1/billing/charges", content=b'{"amount_cents": 5, "description": "a"}', headers=headers)
-    second = await client.post("/v1/billing/charges", content=b'{"description":"a","amount_cents":5}', headers=headers)
+    first = await client.post(
+        "/v1/billing/charges", content=b'{"amount_cents": 5, "description": "a"}', headers=headers
+    )
+    second = await client.post(
+        "/v1/billing/charges", content=b'{"description":"a","amount_cents":5}', headers=headers
+    )
     assert first.status_code == second.status_code == 201
     assert second.headers["Idempotent-Replayed"] == "true"
     assert (await balance(client, tenant))["free"] == 995
@@ -180,7 +191,9 @@ async def test_same_key_with_a_different_body_is_409(client, new_tenant, state):
     assert_error(response, 409, "idempotency_key_reused", field="Idempotency-Key")
     # the same key on another money route is another request, too
     hold = await client.post(
-        "/v1/billing/holds", json={"amount_cents": 100}, headers={**tenant.headers, "Idempotency-Key": "k-409"}
+        "/v1/billing/holds",
+        json={"amount_cents": 100},
+        headers={**tenant.headers, "Idempotency-Key": "k-409"},
     )
     assert_error(hold, 409, "idempotency_key_reused")
     assert (await balance(client, tenant)) == {"free": 900, "reserved": 0, "total": 900, "currency": "usd"}
@@ -239,7 +252,9 @@ async def test_invalid_idempotency_key_is_400(client, new_tenant, key):
 
 
 async def create_hold(client, tenant, amount: int, **fields):
-    return await client.post("/v1/billing/holds", json={"amount_cents": amount, **fields}, headers=tenant.headers)
+    return await client.post(
+        "/v1/billing/holds", json={"amount_cents": amount, **fields}, headers=tenant.headers
+    )
 
 
 async def test_hold_moves_free_to_reserved(client, new_tenant, state):
@@ -293,7 +308,10 @@ async def test_capture_partial_releases_the_rest(client, new_tenant, state):
     assert body["transaction"]["amount_cents"] == -120
     assert body["balance"] == {"free": 880, "reserved": 0, "total": 880, "currency": "usd"}
     assert await balance(client, tenant) == body["balance"]
-    kinds = [t["kind"] for t in (await client.get("/v1/billing/transactions", headers=tenant.headers)).json()["data"]]
+    kinds = [
+        t["kind"]
+        for t in (await client.get("/v1/billing/transactions", headers=tenant.headers)).json()["data"]
+    ]
     assert kinds == ["adjustment", "hold", "capture", "release"]
     assert await verify(state) == []
 
@@ -314,7 +332,9 @@ async def test_release(client, new_tenant, state):
 async def test_capture_after_release_is_409(client, new_tenant, state):
     tenant = await new_tenant(balance=1000)
     hold = (await create_hold(client, tenant, 300)).json()["hold"]
-    assert (await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers)).status_code == 200
+    assert (
+        await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers)
+    ).status_code == 200
     response = await client.post(f"/v1/billing/holds/{hold['id']}/capture", headers=tenant.headers)
     body = assert_error(response, 409, "hold_released")
     assert body["hold_status"] == "released"
@@ -327,9 +347,19 @@ async def test_capture_after_release_is_409(client, new_tenant, state):
 async def test_release_after_capture_is_409(client, new_tenant, state):
     tenant = await new_tenant(balance=1000)
     hold = (await create_hold(client, tenant, 300)).json()["hold"]
-    assert (await client.post(f"/v1/billing/holds/{hold['id']}/capture", headers=tenant.headers)).status_code == 200
-    assert_error(await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers), 409, "hold_captured")
-    assert_error(await client.post(f"/v1/billing/holds/{hold['id']}/capture", headers=tenant.headers), 409, "hold_captured")
+    assert (
+        await client.post(f"/v1/billing/holds/{hold['id']}/capture", headers=tenant.headers)
+    ).status_code == 200
+    assert_error(
+        await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers),
+        409,
+        "hold_captured",
+    )
+    assert_error(
+        await client.post(f"/v1/billing/holds/{hold['id']}/capture", headers=tenant.headers),
+        409,
+        "hold_captured",
+    )
     assert await balance(client, tenant) == {"free": 700, "reserved": 0, "total": 700, "currency": "usd"}
     assert await verify(state) == []
 
@@ -345,9 +375,13 @@ async def test_capture_more_than_held_is_400_and_keeps_the_hold(client, new_tena
         f"/v1/billing/holds/{hold['id']}/capture", json={"amount_cents": -1}, headers=tenant.headers
     )
     assert_error(negative, 400, field="amount_cents")
-    assert (await client.get(f"/v1/billing/holds/{hold['id']}", headers=tenant.headers)).json()["status"] == "pending"
+    assert (await client.get(f"/v1/billing/holds/{hold['id']}", headers=tenant.headers)).json()[
+        "status"
+    ] == "pending"
     assert await balance(client, tenant) == {"free": 700, "reserved": 300, "total": 1000, "currency": "usd"}
-    assert (await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers)).status_code == 200
+    assert (
+        await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers)
+    ).status_code == 200
     assert await verify(state) == []
 
 
@@ -355,7 +389,9 @@ async def test_hold_needs_free_money(client, new_tenant, state):
     tenant = await new_tenant(balance=1000)
     assert (await create_hold(client, tenant, 800)).status_code == 201
     assert_error(await create_hold(client, tenant, 201), 402, "insufficient_funds")
-    assert_error(await charge(client, tenant, 201), 402, "insufficient_funds")  # reserved money is not spendable
+    assert_error(
+        await charge(client, tenant, 201), 402, "insufficient_funds"
+    )  # reserved money is not spendable
     assert (await charge(client, tenant, 200)).status_code == 201
     assert await balance(client, tenant) == {"free": 0, "reserved": 800, "total": 800, "currency": "usd"}
     assert await verify(state) == []
@@ -364,7 +400,9 @@ async def test_hold_needs_free_money(client, new_tenant, state):
 @pytest.mark.parametrize("seconds", [0, -5, 604801])
 async def test_hold_expiry_must_be_in_range(client, new_tenant, seconds):
     tenant = await new_tenant(balance=1000)
-    assert_error(await create_hold(client, tenant, 100, expires_in_seconds=seconds), 400, field="expires_in_seconds")
+    assert_error(
+        await create_hold(client, tenant, 100, expires_in_seconds=seconds), 400, field="expires_in_seconds"
+    )
     assert (await balance(client, tenant))["reserved"] == 0
 
 
@@ -383,10 +421,16 @@ async def test_holds_of_other_organizations_are_invisible(client, new_tenant, st
     bob = await new_tenant(name="Bob", balance=1000)
     hold = (await create_hold(client, alice, 300)).json()["hold"]
     for method, suffix in (("GET", ""), ("POST", "/capture"), ("POST", "/release")):
-        response = await client.request(method, f"/v1/billing/holds/{hold['id']}{suffix}", headers=bob.headers)
+        response = await client.request(
+            method, f"/v1/billing/holds/{hold['id']}{suffix}", headers=bob.headers
+        )
         assert_error(response, 404, "hold_not_found")
-    assert_error(await client.get(f"/v1/billing/holds/{uuid.uuid4()}", headers=alice.headers), 404, "hold_not_found")
-    assert (await client.get(f"/v1/billing/holds/{hold['id']}", headers=alice.headers)).json()["status"] == "pending"
+    assert_error(
+        await client.get(f"/v1/billing/holds/{uuid.uuid4()}", headers=alice.headers), 404, "hold_not_found"
+    )
+    assert (await client.get(f"/v1/billing/holds/{hold['id']}", headers=alice.headers)).json()[
+        "status"
+    ] == "pending"
     assert await verify(state) == []
 
 
@@ -398,17 +442,31 @@ async def test_hold_expires_and_money_returns(client, new_tenant, state):
     await asyncio.sleep(1.1)
 
     # due but not yet swept: it can no longer be captured or released
-    assert_error(await client.post(f"/v1/billing/holds/{short['id']}/capture", headers=tenant.headers), 409, "hold_expired")
-    assert_error(await client.post(f"/v1/billing/holds/{short['id']}/release", headers=tenant.headers), 409, "hold_expired")
+    assert_error(
+        await client.post(f"/v1/billing/holds/{short['id']}/capture", headers=tenant.headers),
+        409,
+        "hold_expired",
+    )
+    assert_error(
+        await client.post(f"/v1/billing/holds/{short['id']}/release", headers=tenant.headers),
+        409,
+        "hold_expired",
+    )
 
     await state.worker.run_once()
 
     expired = (await client.get(f"/v1/billing/holds/{short['id']}", headers=tenant.headers)).json()
     assert expired["status"] == "expired"
     assert expired["finalized_at"] is not None
-    assert (await client.get(f"/v1/billing/holds/{long['id']}", headers=tenant.headers)).json()["status"] == "pending"
+    assert (await client.get(f"/v1/billing/holds/{long['id']}", headers=tenant.headers)).json()[
+        "status"
+    ] == "pending"
     assert await balance(client, tenant) == {"free": 800, "reserved": 200, "total": 1000, "currency": "usd"}
-    assert_error(await client.post(f"/v1/billing/holds/{short['id']}/capture", headers=tenant.headers), 409, "hold_expired")
+    assert_error(
+        await client.post(f"/v1/billing/holds/{short['id']}/capture", headers=tenant.headers),
+        409,
+        "hold_expired",
+    )
     assert await verify(state) == []
 
     await state.worker.run_once()  # a second sweep finds nothing more to do
@@ -420,8 +478,12 @@ async def test_capture_and_release_are_idempotent_with_a_key(client, new_tenant,
     tenant = await new_tenant(balance=1000)
     hold = (await create_hold(client, tenant, 300)).json()["hold"]
     headers = {**tenant.headers, "Idempotency-Key": "cap-1"}
-    first = await client.post(f"/v1/billing/holds/{hold['id']}/capture", json={"amount_cents": 100}, headers=headers)
-    second = await client.post(f"/v1/billing/holds/{hold['id']}/capture", json={"amount_cents": 100}, headers=headers)
+    first = await client.post(
+        f"/v1/billing/holds/{hold['id']}/capture", json={"amount_cents": 100}, headers=headers
+    )
+    second = await client.post(
+        f"/v1/billing/holds/{hold['id']}/capture", json={"amount_cents": 100}, headers=headers
+    )
     assert first.status_code == second.status_code == 200
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json() == first.json()

@@ -10,7 +10,9 @@ async def test_charge_and_balance(client, tenant, state):
         headers=ADMIN,
     )
     assert r.status_code == 201, r.text
-    r = await client.post("/v1/billing/charges", json={"amount_cents": 16, "description": "call"}, headers=tenant.headers)
+    r = await client.post(
+        "/v1/billing/charges", json={"amount_cents": 16, "description": "call"}, headers=tenant.headers
+    )
     assert r.status_code == 201, r.text
     print(r.json())
     r = await client.get("/v1/billing/balance", headers=tenant.headers)

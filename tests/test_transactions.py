@@ -9,6 +9,7 @@ import datetime
 import re
 
 import pytest
+
 from conftest import ADMIN, assert_error, verify
 
 TX = "/v1/billing/transactions"
@@ -25,7 +26,9 @@ async def adjust(client, tenant, amount: int, description: str = "adjustment") -
 
 
 async def charge(client, tenant, amount: int, **fields) -> dict:
-    response = await client.post("/v1/billing/charges", json={"amount_cents": amount, **fields}, headers=tenant.headers)
+    response = await client.post(
+        "/v1/billing/charges", json={"amount_cents": amount, **fields}, headers=tenant.headers
+    )
     assert response.status_code == 201, response.text
     return response.json()["transaction"]
 
@@ -44,7 +47,7 @@ async def make_entries(client, tenant, n: int) -> list[int]:
     return ids
 
 
-# -- the transaction object ------------------------------------------------------------------------------
+# -- the transaction object ------------------------------------------------------------------------
 
 
 async def test_transaction_object_has_the_fields_of_document_001(client, new_tenant):
@@ -53,7 +56,7 @@ async def test_transaction_object_has_the_fields_of_document_001(client, new_ten
         client,
         tenant,
         16,
-        description="Call billing: 2 minutes × $0.08",
+        description="Call billing: 2 minutes \u00d7 $0.08",
         call_id=987654321,
         phone_number_id=201,
         phone_number_value="+15551234567",
@@ -75,7 +78,7 @@ async def test_transaction_object_has_the_fields_of_document_001(client, new_ten
     assert documented <= set(debit)
     assert isinstance(debit["id"], int)
     assert debit["kind"] == "debit"
-    assert debit["description"] == "Call billing: 2 minutes × $0.08"
+    assert debit["description"] == "Call billing: 2 minutes \u00d7 $0.08"
     assert debit["amount_cents"] == -16
     assert debit["amount_usd"] == "-0.16"
     assert debit["call_id"] == 987654321
@@ -101,7 +104,7 @@ async def test_amount_usd_formatting(client, new_tenant, amount, formatted):
     assert (await charge(client, tenant, amount))["amount_usd"] == formatted
 
 
-# -- parameters ----------------------------------------------------------------------------------------------
+# -- parameters ------------------------------------------------------------------------------------
 
 
 async def test_limit_default_and_bounds(client, new_tenant):
@@ -142,16 +145,27 @@ async def test_kind_filter(client, new_tenant):
     tenant = await new_tenant(balance=5000)
     await charge(client, tenant, 10)
     await charge(client, tenant, 20)
-    hold = (await client.post("/v1/billing/holds", json={"amount_cents": 30}, headers=tenant.headers)).json()["hold"]
+    hold = (await client.post("/v1/billing/holds", json={"amount_cents": 30}, headers=tenant.headers)).json()[
+        "hold"
+    ]
     await client.post(f"/v1/billing/holds/{hold['id']}/release", headers=tenant.headers)
     await client.post(
-        f"/v1/admin/organizations/{tenant.org_id}/refunds", json={"amount_cents": 5, "description": "r"}, headers=ADMIN
+        f"/v1/admin/organizations/{tenant.org_id}/refunds",
+        json={"amount_cents": 5, "description": "r"},
+        headers=ADMIN,
     )
 
     def kinds(page: dict) -> list[str]:
         return [t["kind"] for t in page["data"]]
 
-    assert kinds(await listing(client, tenant)) == ["adjustment", "debit", "debit", "hold", "release", "refund"]
+    assert kinds(await listing(client, tenant)) == [
+        "adjustment",
+        "debit",
+        "debit",
+        "hold",
+        "release",
+        "refund",
+    ]
     debits = await listing(client, tenant, "?kind=debit")
     assert kinds(debits) == ["debit", "debit"]
     assert debits["total"] == 2
@@ -166,10 +180,12 @@ async def test_start_date_and_end_date(client, new_tenant):
     tenant = await new_tenant()
     ids = await make_entries(client, tenant, 6)
     everything = (await listing(client, tenant))["data"]
-    today = datetime.datetime.now(datetime.timezone.utc).date()
+    today = datetime.datetime.now(datetime.UTC).date()
     tomorrow, yesterday = today + datetime.timedelta(days=1), today - datetime.timedelta(days=1)
 
-    assert [t["id"] for t in (await listing(client, tenant, f"?start_date={today}&end_date={today}"))["data"]] == ids
+    assert [
+        t["id"] for t in (await listing(client, tenant, f"?start_date={today}&end_date={today}"))["data"]
+    ] == ids
     assert (await listing(client, tenant, f"?start_date={tomorrow}"))["data"] == []
     assert (await listing(client, tenant, f"?end_date={yesterday}"))["data"] == []
     assert (await listing(client, tenant, f"?start_date={yesterday}&end_date={yesterday}"))["total"] == 0
@@ -199,9 +215,11 @@ async def test_cursor_from_and_to(client, new_tenant):
     assert third["has_more"] is False
     assert third["next_cursor"] is None
 
-    today = datetime.datetime.now(datetime.timezone.utc).date()
+    today = datetime.datetime.now(datetime.UTC).date()
     tomorrow = today + datetime.timedelta(days=1)
-    assert [t["id"] for t in (await listing(client, tenant, f"?from={today}&to={today}&limit=200"))["data"]] == ids
+    assert [
+        t["id"] for t in (await listing(client, tenant, f"?from={today}&to={today}&limit=200"))["data"]
+    ] == ids
     assert (await listing(client, tenant, f"?from={tomorrow}"))["data"] == []
     assert_error(await client.get(f"{TX}?from=soon", headers=tenant.headers), 400, field="from")
     assert_error(await client.get(f"{TX}?to=later", headers=tenant.headers), 400, field="to")
@@ -230,7 +248,7 @@ async def test_transactions_are_scoped_to_the_organization(client, new_tenant):
     assert [t["amount_cents"] for t in (await listing(client, bob))["data"]] == [200, -5]
 
 
-# -- walking while others write -----------------------------------------------------------------------------
+# -- walking while others write --------------------------------------------------------------------
 
 
 async def _writer(client, tenant, n: int) -> None:
@@ -241,7 +259,9 @@ async def _walk_offset(client, tenant) -> list[int]:
     seen: list[int] = []
     offset = 0
     while True:
-        page, _ = await asyncio.gather(listing(client, tenant, f"?limit=7&offset={offset}"), _writer(client, tenant, 2))
+        page, _ = await asyncio.gather(
+            listing(client, tenant, f"?limit=7&offset={offset}"), _writer(client, tenant, 2)
+        )
         seen.extend(t["id"] for t in page["data"])
         await _writer(client, tenant, 2)  # and more between the page fetches
         if not page["has_more"]:
@@ -285,7 +305,7 @@ async def test_pagination_walk_under_concurrent_writes(client, new_tenant, state
     assert await verify(state) == []
 
 
-# -- document 002: credits -------------------------------------------------------------------------------------
+# -- document 002: credits -------------------------------------------------------------------------
 
 
 async def test_credits(client, new_tenant):
@@ -312,7 +332,15 @@ async def test_credit_history_walk(client, new_tenant, state):
     body = first.json()
     assert set(body) == {"items", "nextCursor", "hasMore"}
     item = body["items"][0]
-    assert set(item) == {"id", "kind", "amountCents", "balanceAfterCents", "description", "metadata", "createdAt"}
+    assert set(item) == {
+        "id",
+        "kind",
+        "amountCents",
+        "balanceAfterCents",
+        "description",
+        "metadata",
+        "createdAt",
+    }
     assert item["id"] == existing[-1]  # newest first
     assert item["kind"] == "debit"
     assert item["amountCents"] == -22
@@ -343,7 +371,7 @@ async def test_credit_history_walk(client, new_tenant, state):
     assert await verify(state) == []
 
 
-# -- document 004: balance --------------------------------------------------------------------------------------
+# -- document 004: balance -------------------------------------------------------------------------
 
 
 async def test_balance_free_reserved_total(client, new_tenant, state):
@@ -359,7 +387,9 @@ async def test_balance_free_reserved_total(client, new_tenant, state):
         "currency": "usd",
     }
     hold_id = held.json()["hold"]["id"]
-    await client.post(f"/v1/billing/holds/{hold_id}/capture", json={"amount_cents": 1000}, headers=tenant.headers)
+    await client.post(
+        f"/v1/billing/holds/{hold_id}/capture", json={"amount_cents": 1000}, headers=tenant.headers
+    )
     assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json() == {
         "free": 8500,
         "reserved": 0,

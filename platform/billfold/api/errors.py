@@ -132,6 +132,9 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if exc.status_code == HTTP_500_INTERNAL_SERVER_ERROR:
+        # e.g. Litestar's ImproperlyConfiguredException: its detail is internal, never the caller's
+        return _unhandled(request, exc)
     headers = dict(exc.headers or {})
     if exc.status_code == 429 and "Retry-After" not in headers:
         headers["Retry-After"] = headers.get("RateLimit-Reset", "1")

@@ -377,14 +377,10 @@ class CustomerBillingController(Controller):
         )
 
 
-@post(
-    ["/v1/stripe/webhook", "/v1/webhooks/stripe"],
-    operation_id="ProviderWebhook",
-    status_code=200,
-    tags=["webhooks"],
-    dependencies={"app_state": Provide(provide_state, sync_to_thread=False)},
-)
-async def provider_webhook(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+_WEBHOOK_DEPENDENCIES = {"app_state": Provide(provide_state, sync_to_thread=False)}
+
+
+async def _handle_webhook(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
     """Provider webhooks: signature verified by the provider, each event applied once."""
     payload = await request.body()
     try:
@@ -396,10 +392,35 @@ async def provider_webhook(request: Request[Any, Any, Any], app_state: AppState)
     return {"received": True, "duplicate": not fresh, "type": event.type}
 
 
+@post(
+    "/v1/stripe/webhook",
+    operation_id="StripeWebhook",
+    status_code=200,
+    tags=["webhooks"],
+    dependencies=_WEBHOOK_DEPENDENCIES,
+)
+async def stripe_webhook(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+    """Provider webhooks (document 001's path)."""
+    return await _handle_webhook(request, app_state)
+
+
+@post(
+    "/v1/webhooks/stripe",
+    operation_id="WebhooksStripe",
+    status_code=200,
+    tags=["webhooks"],
+    dependencies=_WEBHOOK_DEPENDENCIES,
+)
+async def webhooks_stripe(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+    """Provider webhooks (document 002's path): the same handler."""
+    return await _handle_webhook(request, app_state)
+
+
 PAYMENT_ROUTES: list[Any] = [
     OrgPaymentsController,
     PaymentsController,
     OrganizationPaymentsController,
     CustomerBillingController,
-    provider_webhook,
+    stripe_webhook,
+    webhooks_stripe,
 ]
