@@ -43,6 +43,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         async def worker(n: int) -> None:
             nonlocal received
             i = (n * 7919) % len(keys)
+            # open the connections a few at a time (as bench/wrk_requests.lua does), so that
+            # uvicorn's workers, which accept from one shared socket, each get a share
+            await asyncio.sleep((n // 4) * 0.025)
             while time.perf_counter() < deadline:
                 i = (i + 1) % len(keys)
                 t0 = time.perf_counter_ns()

@@ -222,6 +222,12 @@ def pick_loadgen(choice: str) -> str:
     return choice
 
 
+WRK_THREADS = 8
+WRK_STAGGER_MS = 25
+"""wrk opens its connections thread by thread, 25 ms apart: uvicorn's workers share one listening
+socket, and a single burst of connections tends to land on whichever worker wakes first."""
+
+
 @dataclass(frozen=True)
 class Load:
     keys_file: Path
@@ -233,8 +239,9 @@ class Load:
 def run_load(loadgen: str, url: str, load: Load, concurrency: int, duration: float) -> dict[str, Any]:
     script_args = [str(load.keys_file), load.method, load.path, load.body]
     if loadgen == "wrk":
-        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s"]
-        cmd += ["-s", str(BENCH / "wrk_requests.lua"), url, "--", *script_args]
+        threads = min(WRK_THREADS, concurrency)
+        cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s"]
+        cmd += ["-s", str(BENCH / "wrk_requests.lua"), url, "--", *script_args, str(WRK_STAGGER_MS)]
     else:
         cmd = [sys.executable, str(BENCH / "loadgen.py"), url, *script_args]
         cmd += ["--concurrency", str(concurrency), "--duration", str(duration)]
@@ -385,8 +392,8 @@ def summarize(scenario: str, server: str, rnd: int, r: dict[str, Any]) -> dict[s
         "loadgen_cpu_ms_per_req": round(cpu["loadgen_s"] * per_req, 3),
         "machine_cpu_pct": cpu["machine_pct"],
         "warmup_requests": r["warmup_requests"],
-        "other_cpu_pct": round(100 * cpu["other_s"] / max(seconds, 1e-9), 1),
-        "noisy": cpu["other_s"] > NOISY_SHARE * NCPU * seconds,
+        "other_cpu_pct": round(100 * max(0.0, cpu["other_s"]) / max(cpu["window_s"], 1e-9), 1),
+        "noisy": cpu["other_s"] > NOISY_SHARE * NCPU * cpu["window_s"],
         "cpu": cpu,
     }
 
@@ -440,8 +447,10 @@ class Bench:
         warmup = run_load(self.loadgen, server.url, load, args.concurrency, args.warmup)
         pg_before = postgres_pids(self.admin_dsn, self.database)
         a0, m0, c0 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
         result = run_load(self.loadgen, server.url, load, args.concurrency, args.duration)
         a1, m1, c1 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        window = time.perf_counter() - t0  # the load generator's run, its start-up and exit included
         server_pids = server.pids(a0) | server.pids(a1)
         pg_pids = pg_before | postgres_pids(self.admin_dsn, self.database)
         busy_share = (m1[0] - m0[0]) / max(m1[1] - m0[1], 1)
@@ -449,13 +458,18 @@ class Bench:
             "server_s": round(cpu_seconds(a0, a1, server_pids), 3),
             "postgres_s": round(cpu_seconds(a0, a1, pg_pids), 3),
             "loadgen_s": round((c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime), 3),
-            "machine_busy_s": round(busy_share * NCPU * result["duration_us"] / 1e6, 3),
+            "window_s": round(window, 3),
+            "machine_busy_s": round(busy_share * NCPU * window, 3),
             "machine_pct": round(100 * NCPU * busy_share, 1),  # of 100 % x CPUs
         }
         cpu["other_s"] = round(
             cpu["machine_busy_s"] - cpu["server_s"] - cpu["postgres_s"] - cpu["loadgen_s"], 3
         )
         cpu["top_other_processes"] = top_other(a0, a1, server_pids | pg_pids | {os.getpid()})
+        # uvicorn's workers accept from one shared socket, so the load generator's connections can
+        # land unevenly on them: record each worker's share of the server CPU
+        per_process = sorted((cpu_seconds(a0, a1, {pid}) for pid in server_pids), reverse=True)
+        cpu["server_s_per_process"] = [round(x, 2) for x in per_process if x >= 0.05]
         result["cpu"] = cpu
         result["warmup_requests"] = warmup["requests"]
         result["idle_machine_busy_pct_before"] = round(100 * idle_busy, 1)
@@ -464,7 +478,7 @@ class Bench:
             f"round {rnd} {scenario:<24} {server.name:<8} {s['rps']:>7.0f} req/s  p50 {s['p50_ms']:6.2f} ms  "
             f"p99 {s['p99_ms']:7.2f} ms  errors {s['errors']}  "
             f"CPU ms/req: server {s['server_cpu_ms_per_req']:.3f} pg {s['postgres_cpu_ms_per_req']:.3f}  "
-            f"other load {s['other_cpu_pct']:.0f} %"
+            f"other load {s['other_cpu_pct']:.0f} %  per-worker CPU s {cpu['server_s_per_process']}"
             + (f" NOISY (top: {cpu['top_other_processes'][:3]})" if s["noisy"] else "")
         )
         return s

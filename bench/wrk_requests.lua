@@ -1,6 +1,6 @@
 -- wrk script for bench/run.py: cycles through API keys (one per line in a file), one request per key
 -- in turn, and prints one JSON line (prefix "BENCH_JSON ") with throughput and latency percentiles.
--- Usage: wrk ... -s bench/wrk_requests.lua URL -- KEYS_FILE METHOD PATH [BODY]
+-- Usage: wrk -tT -cC ... -s bench/wrk_requests.lua URL -- KEYS_FILE METHOD PATH BODY [STAGGER_MS]
 
 local reqs = {}
 local idx = 0
@@ -12,8 +12,12 @@ function setup(thread)
 end
 
 function init(args)
-   local keys_file, method, path, body = args[1], args[2], args[3], args[4]
+   local keys_file, method, path, body, stagger_ms = args[1], args[2], args[3], args[4], tonumber(args[5] or "0")
    if body == "" then body = nil end
+   -- wrk calls init() for thread N right before starting it: sleeping here staggers the threads'
+   -- connection bursts, so that uvicorn's workers (which accept from one shared socket) each get
+   -- a share instead of the first one to wake taking all of them
+   if stagger_ms and stagger_ms > 0 then os.execute(string.format("sleep %.3f", stagger_ms / 1000)) end
    for key in io.lines(keys_file) do
       if key ~= "" then
          local headers = { ["Authorization"] = "Bearer " .. key }
