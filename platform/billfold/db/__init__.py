@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from billfold.db.base import BigIntId, JsonDict, metadata, table_of, utcnow
+from billfold.db.base import BigIntId, JsonDict, dialect_insert, metadata, new_id, table_of, utcnow
 from billfold.db.engine import create_engine, dialect_name
 
-__all__ = ["BigIntId", "JsonDict", "create_engine", "dialect_name", "metadata", "table_of", "utcnow"]
+__all__ = [
+    "BigIntId",
+    "JsonDict",
+    "create_engine",
+    "dialect_insert",
+    "dialect_name",
+    "metadata",
+    "new_id",
+    "table_of",
+    "utcnow",
+]

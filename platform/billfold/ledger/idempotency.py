@@ -13,11 +13,9 @@ import uuid
 
 import msgspec
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.db import table_of
+from billfold.db import dialect_insert, table_of
 from billfold.errors import Conflict, ValidationFailed
 from billfold.ledger.models import IdempotencyRecord
 
@@ -50,9 +48,8 @@ async def claim(
             code="invalid_idempotency_key",
             field="Idempotency-Key",
         )
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     inserted = await conn.execute(
-        insert(records)
+        dialect_insert(conn)(records)
         .values(org_id=org_id, key=key, request_hash=fingerprint)
         .on_conflict_do_nothing(index_elements=[records.c.org_id, records.c.key])
         .returning(records.c.key)

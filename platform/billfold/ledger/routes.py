@@ -26,11 +26,13 @@ from billfold.ledger.schemas import (
     HoldIn,
     HoldOut,
     HoldResult,
+    Transaction,
     TransactionPage,
     to_balance,
     to_hold,
     to_transaction,
 )
+from billfold.ledger.service import HoldRow, Posted
 from billfold.state import AppState
 
 TENANT_DEPENDENCIES = {
@@ -42,6 +44,20 @@ TENANT_DEPENDENCIES = {
 def _minor_units(app_state: AppState, currency: str) -> int:
     currency_config = app_state.config.currencies.get(currency)
     return currency_config.minor_units if currency_config else 2
+
+
+def posted_transaction(app_state: AppState, posted: Posted) -> Transaction:
+    """The transaction object of an entry just written, in its account's currency."""
+    currency = posted.account.currency
+    return to_transaction(posted.entry, currency, _minor_units(app_state, currency))
+
+
+def _hold_result(app_state: AppState, hold: HoldRow, posted: Posted) -> HoldResult:
+    return HoldResult(
+        hold=to_hold(hold),
+        balance=to_balance(posted.account),
+        transaction=posted_transaction(app_state, posted),
+    )
 
 
 class LedgerController(Controller):
@@ -64,10 +80,8 @@ class LedgerController(Controller):
                 phone_number_id=data.phone_number_id,
                 phone_number_value=data.phone_number_value,
             )
-            units = _minor_units(app_state, posted.account.currency)
             return ChargeOut(
-                transaction=to_transaction(posted.entry, posted.account.currency, units),
-                balance=to_balance(posted.account),
+                transaction=posted_transaction(app_state, posted), balance=to_balance(posted.account)
             )
 
         return await money_write(app_state, request, tenant.org_id, work)
@@ -95,12 +109,7 @@ class LedgerController(Controller):
                 description=data.description,
                 metadata=data.metadata,
             )
-            units = _minor_units(app_state, posted.account.currency)
-            return HoldResult(
-                hold=to_hold(hold),
-                balance=to_balance(posted.account),
-                transaction=to_transaction(posted.entry, posted.account.currency, units),
-            )
+            return _hold_result(app_state, hold, posted)
 
         return await money_write(app_state, request, tenant.org_id, work)
 
@@ -126,12 +135,7 @@ class LedgerController(Controller):
             hold, posted = await app_state.ledger.capture(
                 conn, tenant.org_id, hold_id, body.amount_cents, description=body.description
             )
-            units = _minor_units(app_state, posted.account.currency)
-            return HoldResult(
-                hold=to_hold(hold),
-                balance=to_balance(posted.account),
-                transaction=to_transaction(posted.entry, posted.account.currency, units),
-            )
+            return _hold_result(app_state, hold, posted)
 
         return await money_write(app_state, request, tenant.org_id, work, status_code=200)
 
@@ -141,12 +145,7 @@ class LedgerController(Controller):
     ) -> Response[bytes]:
         async def work(conn: AsyncConnection) -> HoldResult:
             hold, posted = await app_state.ledger.release(conn, tenant.org_id, hold_id)
-            units = _minor_units(app_state, posted.account.currency)
-            return HoldResult(
-                hold=to_hold(hold),
-                balance=to_balance(posted.account),
-                transaction=to_transaction(posted.entry, posted.account.currency, units),
-            )
+            return _hold_result(app_state, hold, posted)
 
         return await money_write(app_state, request, tenant.org_id, work, status_code=200)
 

@@ -16,9 +16,8 @@ import msgspec
 import pluggy
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
-from uuid_utils.compat import uuid7
 
-from billfold.db import table_of, utcnow
+from billfold.db import new_id, table_of, utcnow
 from billfold.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
 from billfold.ledger.models import Account, Entry, Hold
 from billfold.plugins import call_all
@@ -412,7 +411,7 @@ class LedgerService:
         await self._authorize(
             conn, org_id, amount_cents, "hold", {"description": description, "metadata": metadata}
         )
-        hold_id = uuid.UUID(str(uuid7()))
+        hold_id = new_id()
         now = utcnow()
         posted = await self._post(
             conn,

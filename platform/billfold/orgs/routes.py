@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.api.auth import Tenant, admin_guard, provide_state
 from billfold.api.writes import money_write
-from billfold.ledger.routes import TENANT_DEPENDENCIES, _minor_units
-from billfold.ledger.schemas import to_balance, to_transaction
+from billfold.ledger.routes import TENANT_DEPENDENCIES, posted_transaction
+from billfold.ledger.schemas import to_balance
 from billfold.ledger.service import Posted
 from billfold.orgs.schemas import (
     AdjustmentIn,
@@ -44,10 +44,7 @@ def _org_out(org: OrgRow) -> OrganizationOut:
 
 def _write_out(app_state: AppState, posted: Posted) -> LedgerWriteOut:
     return LedgerWriteOut(
-        transaction=to_transaction(
-            posted.entry, posted.account.currency, _minor_units(app_state, posted.account.currency)
-        ),
-        balance=to_balance(posted.account),
+        transaction=posted_transaction(app_state, posted), balance=to_balance(posted.account)
     )
 
 

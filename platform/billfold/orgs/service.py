@@ -11,10 +11,9 @@ import msgspec
 import pluggy
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from uuid_utils.compat import uuid7
 
 from billfold.config import BillfoldConfig
-from billfold.db import table_of, utcnow
+from billfold.db import new_id, table_of, utcnow
 from billfold.errors import NotFound, Unauthorized, ValidationFailed
 from billfold.ledger.service import LedgerService
 from billfold.orgs.models import ApiKey, Organization
@@ -111,7 +110,7 @@ class OrgService:
             raise ValidationFailed(
                 f"currency must be one of: {known}", code="invalid_currency", field="currency"
             )
-        org_id = uuid.UUID(str(uuid7()))
+        org_id = new_id()
         now = utcnow()
         await conn.execute(
             organizations.insert().values(
@@ -148,7 +147,7 @@ class OrgService:
     async def issue_key(self, conn: AsyncConnection, org_id: uuid.UUID, *, name: str = "") -> IssuedKey:
         await self.get(conn, org_id)
         raw = self.key_prefix + secrets.token_urlsafe(24)
-        key_id = uuid.UUID(str(uuid7()))
+        key_id = new_id()
         now = utcnow()
         prefix = raw[: len(self.key_prefix) + 4]
         await conn.execute(

@@ -16,12 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from uuid_utils.compat import uuid7
 
-from billfold.db import table_of, utcnow
+from billfold.db import dialect_insert, new_id, table_of, utcnow
 from billfold.errors import (
     NotFound,
     PaymentRequired,
@@ -71,10 +68,6 @@ class CreditOutcome(msgspec.Struct, frozen=True):
     credited: bool
     org_id: uuid.UUID | None
     entry_id: int | None
-
-
-def _insert(conn: AsyncConnection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def provider_failure(exc: ProviderError) -> Exception:
@@ -195,9 +188,9 @@ class PaymentService:
     async def _record_method(self, conn: AsyncConnection, org_id: uuid.UUID, method: Method) -> None:
         now = utcnow()
         await conn.execute(
-            _insert(conn)(methods)
+            dialect_insert(conn)(methods)
             .values(
-                id=uuid.UUID(str(uuid7())),
+                id=new_id(),
                 org_id=org_id,
                 provider=self.provider.name,
                 provider_method_id=method.id,
@@ -309,9 +302,9 @@ class PaymentService:
         """Insert or refresh the payment row for a provider intent (never touches the credit)."""
         now = utcnow()
         await conn.execute(
-            _insert(conn)(payments)
+            dialect_insert(conn)(payments)
             .values(
-                id=uuid.UUID(str(uuid7())),
+                id=new_id(),
                 org_id=org_id,
                 provider=self.provider.name,
                 provider_payment_id=intent.id,
@@ -499,7 +492,7 @@ class PaymentService:
         async with self.state.engine.begin() as conn:
             fresh = (
                 await conn.execute(
-                    _insert(conn)(provider_events)
+                    dialect_insert(conn)(provider_events)
                     .values(provider=event.provider, event_id=event.id, type=event.type)
                     .on_conflict_do_nothing(
                         index_elements=[provider_events.c.provider, provider_events.c.event_id]
