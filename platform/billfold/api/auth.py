@@ -54,9 +54,10 @@ def app_state(connection: ASGIConnection[Any, Any, Any, Any]) -> AppState:
     return state
 
 
-async def provide_tenant(request: Request[Any, Any, Any]) -> Tenant:
-    state = app_state(request)
-    org_id = await state.orgs.authenticate(bearer_token(request))
+async def provide_tenant(request: Request[Any, Any, Any], app_state: AppState) -> Tenant:
+    # Depending on `app_state` makes Litestar resolve the two dependencies one after the other,
+    # not in a task group per request (measurable on the charge path).
+    org_id = await app_state.orgs.authenticate(bearer_token(request))
     return Tenant(org_id=org_id)
 
 

@@ -72,14 +72,14 @@ class AlertsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 class RateLimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    unit: Literal["second", "minute", "hour", "day"] = "minute"
-    requests: int = 6000
+    unit: Literal["second", "minute", "hour", "day"] = "second"
+    requests: int = 200
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
 class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    key_cache_seconds: float = 5.0
+    key_cache_seconds: float = 60.0
     """How long a verified API key is remembered in-process. Revocation is seen at once by the
     process that revokes, and by the others within this many seconds."""
 

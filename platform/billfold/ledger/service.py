@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pluggy
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.db import new_id, table_of, utcnow
@@ -153,6 +153,40 @@ def _hold(row: Any) -> HoldRow:
     )
 
 
+_POST_POSTGRES = text(
+    """
+    WITH account AS (
+        UPDATE ledger_accounts
+        SET free_cents = free_cents + CAST(:free_delta AS bigint),
+            reserved_cents = reserved_cents + CAST(:reserved_delta AS bigint),
+            entry_count = entry_count + 1,
+            updated_at = CAST(:now AS timestamptz)
+        WHERE org_id = CAST(:org_id AS uuid)
+          AND (NOT CAST(:require_funds AS boolean)
+               OR free_cents + CAST(:free_delta AS bigint) >= -overage_limit_cents)
+        RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watermark_cents
+    ), entry AS (
+        INSERT INTO ledger_entries (
+            org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
+            description, metadata, call_id, phone_number_id, phone_number_value, hold_id, reference,
+            created_at)
+        SELECT org_id, CAST(:kind AS varchar), CAST(:amount AS bigint),
+               CAST(:reserved_delta AS bigint), free_cents, reserved_cents,
+               CAST(:description AS varchar), CAST(CAST(:metadata AS text) AS jsonb),
+               CAST(:call_id AS bigint), CAST(:phone_number_id AS bigint),
+               CAST(:phone_number_value AS varchar), CAST(:hold_id AS uuid),
+               CAST(:reference AS varchar), CAST(:now AS timestamptz)
+        FROM account
+        RETURNING id
+    )
+    SELECT account.*, entry.id AS entry_id FROM account, entry
+    """
+)
+"""The PostgreSQL form of LedgerService._post (same semantics as the Core statements it replaces
+there): SQLAlchemy compiles this constant once, where the Core UPDATE and INSERT are rebuilt on
+every call."""
+
+
 class Posted(msgspec.Struct, frozen=True):
     entry: EntryRow
     account: AccountRow
@@ -225,6 +259,31 @@ class LedgerService:
     ) -> Posted:
         free_delta = amount_cents - reserved_delta_cents
         now = utcnow()
+        if conn.dialect.name == "postgresql":
+            posted = await self._post_postgres(
+                conn,
+                org_id,
+                kind=kind,
+                amount_cents=amount_cents,
+                reserved_delta_cents=reserved_delta_cents,
+                require_funds=require_funds and free_delta < 0,
+                now=now,
+                description=description,
+                metadata=metadata or {},
+                call_id=call_id,
+                phone_number_id=phone_number_id,
+                phone_number_value=phone_number_value,
+                hold_id=hold_id,
+                reference=reference,
+            )
+            if posted is None:
+                raise await self._refusal(conn, org_id, free_delta)
+            await call_all(
+                self._hook.billfold_ledger_entry_written(
+                    conn=conn, entry=posted.entry, account=posted.account, state=self._state
+                )
+            )
+            return posted
         stmt = (
             update(accounts)
             .where(accounts.c.org_id == org_id)
@@ -240,13 +299,7 @@ class LedgerService:
             stmt = stmt.where(accounts.c.free_cents + free_delta >= -accounts.c.overage_limit_cents)
         row = (await conn.execute(stmt)).first()
         if row is None:
-            current = await self.account(conn, org_id)  # raises 404 when there is no account
-            raise PaymentRequired(
-                f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
-                code="insufficient_funds",
-                fix="Top up the balance or enable auto-reload, then retry.",
-                extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
-            )
+            raise await self._refusal(conn, org_id, free_delta)
         account = AccountRow(*row)
         entry_row = (
             await conn.execute(
@@ -275,6 +328,85 @@ class LedgerService:
             self._hook.billfold_ledger_entry_written(
                 conn=conn, entry=entry, account=account, state=self._state
             )
+        )
+        return Posted(entry=entry, account=account)
+
+    async def _refusal(self, conn: AsyncConnection, org_id: uuid.UUID, free_delta: int) -> PaymentRequired:
+        current = await self.account(conn, org_id)  # raises 404 when there is no account
+        return PaymentRequired(
+            f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
+            code="insufficient_funds",
+            fix="Top up the balance or enable auto-reload, then retry.",
+            extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
+        )
+
+    async def _post_postgres(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        *,
+        kind: str,
+        amount_cents: int,
+        reserved_delta_cents: int,
+        require_funds: bool,
+        now: datetime.datetime,
+        description: str,
+        metadata: dict[str, Any],
+        call_id: int | None,
+        phone_number_id: int | None,
+        phone_number_value: str | None,
+        hold_id: uuid.UUID | None,
+        reference: str | None,
+    ) -> Posted | None:
+        """The PostgreSQL write path: the conditional UPDATE and the entry INSERT as one
+        statement (one round trip, a constant statement compiled once); None when refused."""
+        row = (
+            await conn.execute(
+                _POST_POSTGRES,
+                {
+                    "org_id": org_id,
+                    "free_delta": amount_cents - reserved_delta_cents,
+                    "reserved_delta": reserved_delta_cents,
+                    "require_funds": require_funds,
+                    "now": now,
+                    "kind": kind,
+                    "amount": amount_cents,
+                    "description": description,
+                    "metadata": msgspec.json.encode(metadata).decode(),
+                    "call_id": call_id,
+                    "phone_number_id": phone_number_id,
+                    "phone_number_value": phone_number_value,
+                    "hold_id": hold_id,
+                    "reference": reference,
+                },
+            )
+        ).first()
+        if row is None:
+            return None
+        account = AccountRow(
+            org_id=row.org_id,
+            currency=row.currency,
+            free_cents=row.free_cents,
+            reserved_cents=row.reserved_cents,
+            overage_limit_cents=row.overage_limit_cents,
+            watermark_cents=row.watermark_cents,
+        )
+        entry = EntryRow(
+            id=row.entry_id,
+            org_id=org_id,
+            kind=kind,
+            amount_cents=amount_cents,
+            reserved_delta_cents=reserved_delta_cents,
+            free_after_cents=row.free_cents,
+            reserved_after_cents=row.reserved_cents,
+            description=description,
+            metadata=metadata,
+            call_id=call_id,
+            phone_number_id=phone_number_id,
+            phone_number_value=phone_number_value,
+            hold_id=hold_id,
+            reference=reference,
+            created_at=now,
         )
         return Posted(entry=entry, account=account)
 
