@@ -40,7 +40,10 @@ async def money_write(
                     headers={REPLAY_HEADER: "true"},
                 )
         result = await work(conn)
-        body = msgspec.json.encode(result)
         if key is not None:
+            body = msgspec.json.encode(result)
             await complete(conn, org_id, key, status_code, body)
+    if key is None:
+        # Encoded after commit: the account row lock is not held while the response is built.
+        body = msgspec.json.encode(result)
     return Response(content=body, status_code=status_code, media_type=MediaType.JSON)

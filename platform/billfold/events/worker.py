@@ -37,8 +37,12 @@ class Worker:
     async def run_once(self) -> int:
         """One round: expire due holds, deliver a batch of events. Returns events handled."""
         state = self.state
-        async with state.engine.begin() as conn:
-            await state.ledger.expire_due_holds(conn)
+        # One hold per transaction: each takes its hold's row then its account's, the order a
+        # capture or release takes them, so the sweep cannot deadlock with a tenant's request.
+        for _ in range(state.config.worker.batch_size):
+            async with state.engine.begin() as conn:
+                if not await state.ledger.expire_due_holds(conn, limit=1):
+                    break
         handled = 0
         config = state.config.worker
         async with state.engine.begin() as conn:
