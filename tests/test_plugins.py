@@ -340,3 +340,21 @@ async def test_organization_created_runs_in_the_creating_transaction(client, sta
     assert await count_rows(state, "ledger_accounts") == orgs_before
     assert await count_rows(state, "api_keys") == orgs_before
     uuid.UUID(created.json()["id"])
+
+
+async def test_a_refusing_async_hook_leaves_no_unawaited_sibling(recwarn):
+    import gc
+
+    from billfold.errors import PaymentRequired
+    from billfold.plugins import call_all
+
+    async def refuse() -> None:
+        raise PaymentRequired("no", code="cap_reached")
+
+    async def allow() -> None:
+        return None
+
+    with pytest.raises(PaymentRequired):
+        await call_all([allow(), refuse(), allow(), allow()])
+    gc.collect()
+    assert not [w for w in recwarn if "was never awaited" in str(w.message)]

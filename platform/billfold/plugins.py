@@ -102,8 +102,21 @@ async def resolve(value: Any) -> Any:
 
 
 async def call_all(results: Iterable[Any]) -> list[Any]:
-    """Await every awaitable among a hook call's results, in order."""
-    return [await resolve(r) for r in results]
+    """Await every awaitable among a hook call's results, in order.
+
+    When one raises, the coroutines of the implementations after it are closed unawaited (they
+    never started), so the refusal propagates without "never awaited" warnings."""
+    pending = list(results)
+    answers: list[Any] = []
+    try:
+        for result in pending:
+            answers.append(await resolve(result))
+    except BaseException:
+        for result in pending[len(answers) + 1 :]:
+            if inspect.iscoroutine(result):
+                result.close()
+        raise
+    return answers
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
