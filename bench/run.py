@@ -709,7 +709,7 @@ def main() -> int:
     config_path = ROOT / "config" / "billing.yaml"
     if args.no_rate_limits:
         text = config_path.read_text()
-        pattern = re.compile(r"^(rate_limits:\s*\n\s+enabled:\s*)true\b", re.MULTILINE)
+        pattern = re.compile(r"^(rate_limits:[^\n]*\n\s+enabled:\s*)true\b", re.MULTILINE)
         if not pattern.search(text):
             raise SystemExit(
                 "--no-rate-limits: cannot find `rate_limits:` / `enabled: true` in config/billing.yaml"

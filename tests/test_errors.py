@@ -170,7 +170,7 @@ async def test_openapi_document_is_served(client):
 
 
 async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):
-    state = make_state({"rate_limits": {"enabled": True, "requests": 3}})
+    state = make_state({"rate_limits": {"enabled": True, "requests": 3, "unit": "minute"}})
     try:
         async with open_client(state) as client:
             created = await client.post("/v1/admin/organizations", json={"name": "Limited"}, headers=ADMIN)

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from billfold import __version__
 from billfold.api.auth import admin_guard
 from billfold.api.errors import exception_handlers
+from billfold.api.ratelimit import WindowCounterRateLimitMiddleware
 from billfold.ledger.routes import CreditsController, LedgerController
 from billfold.orgs.routes import AdminController, KeysController
 from billfold.payments.routes import (
@@ -108,6 +109,7 @@ class BillfoldPlugin(InitPluginProtocol):
                 rate_limit=(limits.unit, limits.requests),
                 exclude=["/health", "/schema"],
                 identifier_for_request=_rate_limit_identifier,
+                middleware_class=WindowCounterRateLimitMiddleware,
             )
             app_config.middleware.append(config.middleware)
 
