@@ -158,9 +158,9 @@ _POST_POSTGRES = text(
     WITH account AS (
         UPDATE ledger_accounts
         SET free_cents = free_cents + CAST(:free_delta AS bigint),
-            reserved_cents = reserved_cents + CAST(:reserved_delta AS bigint),
+            reserved_cents = reserved_cents + CAST(:reserved_delta_cents AS bigint),
             entry_count = entry_count + 1,
-            updated_at = CAST(:now AS timestamptz)
+            updated_at = CAST(:created_at AS timestamptz)
         WHERE org_id = CAST(:org_id AS uuid)
           AND (NOT CAST(:require_funds AS boolean)
                OR free_cents + CAST(:free_delta AS bigint) >= -overage_limit_cents)
@@ -170,12 +170,12 @@ _POST_POSTGRES = text(
             org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
             description, metadata, call_id, phone_number_id, phone_number_value, hold_id, reference,
             created_at)
-        SELECT org_id, CAST(:kind AS varchar), CAST(:amount AS bigint),
-               CAST(:reserved_delta AS bigint), free_cents, reserved_cents,
+        SELECT org_id, CAST(:kind AS varchar), CAST(:amount_cents AS bigint),
+               CAST(:reserved_delta_cents AS bigint), free_cents, reserved_cents,
                CAST(:description AS varchar), CAST(CAST(:metadata AS text) AS jsonb),
                CAST(:call_id AS bigint), CAST(:phone_number_id AS bigint),
                CAST(:phone_number_value AS varchar), CAST(:hold_id AS uuid),
-               CAST(:reference AS varchar), CAST(:now AS timestamptz)
+               CAST(:reference AS varchar), CAST(:created_at AS timestamptz)
         FROM account
         RETURNING id
     )
@@ -185,6 +185,31 @@ _POST_POSTGRES = text(
 """The PostgreSQL form of LedgerService._post (same semantics as the Core statements it replaces
 there): SQLAlchemy compiles this constant once, where the Core UPDATE and INSERT are rebuilt on
 every call."""
+
+
+class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of an entry about to be written (its id and running balances come from the write)."""
+
+    org_id: uuid.UUID
+    kind: str
+    amount_cents: int
+    reserved_delta_cents: int
+    description: str
+    metadata: dict[str, Any]
+    call_id: int | None
+    phone_number_id: int | None
+    phone_number_value: str | None
+    hold_id: uuid.UUID | None
+    reference: str | None
+    created_at: datetime.datetime
+
+    def written(self, entry_id: int, account: AccountRow) -> EntryRow:
+        return EntryRow(
+            id=entry_id,
+            free_after_cents=account.free_cents,
+            reserved_after_cents=account.reserved_cents,
+            **msgspec.structs.asdict(self),
+        )
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -258,129 +283,80 @@ class LedgerService:
         reference: str | None = None,
     ) -> Posted:
         free_delta = amount_cents - reserved_delta_cents
-        now = utcnow()
-        if conn.dialect.name == "postgresql":
-            posted = await self._post_postgres(
-                conn,
-                org_id,
-                kind=kind,
-                amount_cents=amount_cents,
-                reserved_delta_cents=reserved_delta_cents,
-                require_funds=require_funds and free_delta < 0,
-                now=now,
-                description=description,
-                metadata=metadata or {},
-                call_id=call_id,
-                phone_number_id=phone_number_id,
-                phone_number_value=phone_number_value,
-                hold_id=hold_id,
-                reference=reference,
+        entry = _NewEntry(
+            org_id=org_id,
+            kind=kind,
+            amount_cents=amount_cents,
+            reserved_delta_cents=reserved_delta_cents,
+            description=description,
+            metadata=metadata or {},
+            call_id=call_id,
+            phone_number_id=phone_number_id,
+            phone_number_value=phone_number_value,
+            hold_id=hold_id,
+            reference=reference,
+            created_at=utcnow(),
+        )
+        write = self._write_postgres if conn.dialect.name == "postgresql" else self._write_core
+        written = await write(conn, entry, require_funds=require_funds and free_delta < 0)
+        if written is None:
+            raise await self._refusal(conn, org_id, free_delta)
+        account, entry_id = written
+        posted = Posted(entry=entry.written(entry_id, account), account=account)
+        await call_all(
+            self._hook.billfold_ledger_entry_written(
+                conn=conn, entry=posted.entry, account=account, state=self._state
             )
-            if posted is None:
-                raise await self._refusal(conn, org_id, free_delta)
-            await call_all(
-                self._hook.billfold_ledger_entry_written(
-                    conn=conn, entry=posted.entry, account=posted.account, state=self._state
-                )
-            )
-            return posted
+        )
+        return posted
+
+    async def _write_core(
+        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
+    ) -> tuple[AccountRow, int] | None:
+        """The portable write path (SQLite): the conditional UPDATE, then the entry INSERT."""
+        free_delta = entry.amount_cents - entry.reserved_delta_cents
         stmt = (
             update(accounts)
-            .where(accounts.c.org_id == org_id)
+            .where(accounts.c.org_id == entry.org_id)
             .values(
                 free_cents=accounts.c.free_cents + free_delta,
-                reserved_cents=accounts.c.reserved_cents + reserved_delta_cents,
+                reserved_cents=accounts.c.reserved_cents + entry.reserved_delta_cents,
                 entry_count=accounts.c.entry_count + 1,
-                updated_at=now,
+                updated_at=entry.created_at,
             )
             .returning(*_ACCOUNT_COLUMNS)
         )
-        if require_funds and free_delta < 0:
+        if require_funds:
             stmt = stmt.where(accounts.c.free_cents + free_delta >= -accounts.c.overage_limit_cents)
         row = (await conn.execute(stmt)).first()
         if row is None:
-            raise await self._refusal(conn, org_id, free_delta)
+            return None
         account = AccountRow(*row)
-        entry_row = (
+        entry_id = (
             await conn.execute(
                 entries.insert()
                 .values(
-                    org_id=org_id,
-                    kind=kind,
-                    amount_cents=amount_cents,
-                    reserved_delta_cents=reserved_delta_cents,
+                    **msgspec.structs.asdict(entry),
                     free_after_cents=account.free_cents,
                     reserved_after_cents=account.reserved_cents,
-                    description=description,
-                    metadata=metadata or {},
-                    call_id=call_id,
-                    phone_number_id=phone_number_id,
-                    phone_number_value=phone_number_value,
-                    hold_id=hold_id,
-                    reference=reference,
-                    created_at=now,
                 )
-                .returning(*_ENTRY_COLUMNS)
+                .returning(entries.c.id)
             )
-        ).one()
-        entry = _entry(entry_row)
-        await call_all(
-            self._hook.billfold_ledger_entry_written(
-                conn=conn, entry=entry, account=account, state=self._state
-            )
-        )
-        return Posted(entry=entry, account=account)
+        ).scalar_one()
+        return account, entry_id
 
-    async def _refusal(self, conn: AsyncConnection, org_id: uuid.UUID, free_delta: int) -> PaymentRequired:
-        current = await self.account(conn, org_id)  # raises 404 when there is no account
-        return PaymentRequired(
-            f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
-            code="insufficient_funds",
-            fix="Top up the balance or enable auto-reload, then retry.",
-            extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
+    async def _write_postgres(
+        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
+    ) -> tuple[AccountRow, int] | None:
+        """The PostgreSQL write path: the same UPDATE and INSERT as one constant statement
+        (one round trip, compiled once)."""
+        params = msgspec.structs.asdict(entry)
+        params.update(
+            free_delta=entry.amount_cents - entry.reserved_delta_cents,
+            require_funds=require_funds,
+            metadata=msgspec.json.encode(entry.metadata).decode(),
         )
-
-    async def _post_postgres(
-        self,
-        conn: AsyncConnection,
-        org_id: uuid.UUID,
-        *,
-        kind: str,
-        amount_cents: int,
-        reserved_delta_cents: int,
-        require_funds: bool,
-        now: datetime.datetime,
-        description: str,
-        metadata: dict[str, Any],
-        call_id: int | None,
-        phone_number_id: int | None,
-        phone_number_value: str | None,
-        hold_id: uuid.UUID | None,
-        reference: str | None,
-    ) -> Posted | None:
-        """The PostgreSQL write path: the conditional UPDATE and the entry INSERT as one
-        statement (one round trip, a constant statement compiled once); None when refused."""
-        row = (
-            await conn.execute(
-                _POST_POSTGRES,
-                {
-                    "org_id": org_id,
-                    "free_delta": amount_cents - reserved_delta_cents,
-                    "reserved_delta": reserved_delta_cents,
-                    "require_funds": require_funds,
-                    "now": now,
-                    "kind": kind,
-                    "amount": amount_cents,
-                    "description": description,
-                    "metadata": msgspec.json.encode(metadata).decode(),
-                    "call_id": call_id,
-                    "phone_number_id": phone_number_id,
-                    "phone_number_value": phone_number_value,
-                    "hold_id": hold_id,
-                    "reference": reference,
-                },
-            )
-        ).first()
+        row = (await conn.execute(_POST_POSTGRES, params)).first()
         if row is None:
             return None
         account = AccountRow(
@@ -391,24 +367,16 @@ class LedgerService:
             overage_limit_cents=row.overage_limit_cents,
             watermark_cents=row.watermark_cents,
         )
-        entry = EntryRow(
-            id=row.entry_id,
-            org_id=org_id,
-            kind=kind,
-            amount_cents=amount_cents,
-            reserved_delta_cents=reserved_delta_cents,
-            free_after_cents=row.free_cents,
-            reserved_after_cents=row.reserved_cents,
-            description=description,
-            metadata=metadata,
-            call_id=call_id,
-            phone_number_id=phone_number_id,
-            phone_number_value=phone_number_value,
-            hold_id=hold_id,
-            reference=reference,
-            created_at=now,
+        return account, row.entry_id
+
+    async def _refusal(self, conn: AsyncConnection, org_id: uuid.UUID, free_delta: int) -> PaymentRequired:
+        current = await self.account(conn, org_id)  # raises 404 when there is no account
+        return PaymentRequired(
+            f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
+            code="insufficient_funds",
+            fix="Top up the balance or enable auto-reload, then retry.",
+            extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
         )
-        return Posted(entry=entry, account=account)
 
     async def _authorize(
         self, conn: AsyncConnection, org_id: uuid.UUID, amount_cents: int, kind: str, context: dict[str, Any]
