@@ -40,7 +40,7 @@ POSTGRES_URL = os.environ.get("BILLFOLD_TEST_POSTGRES_URL")
 TEST_OVERRIDES: dict[str, Any] = {
     "worker": {"in_process": False},
     "rate_limits": {"enabled": False},
-    "auth": {"key_cache_seconds": 0},
+    "auth": {"key_cache_seconds": 0, "key_cache_notified_seconds": 0},
 }
 
 

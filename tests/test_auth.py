@@ -3,13 +3,16 @@ operator key, and 403 on paths that name another organization."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from billfold.orgs.models import ApiKey
-from conftest import ADMIN, assert_error, open_client
+from billfold.orgs.revocations import APPLICATION_NAME
+from billfold.orgs.service import KeyCache, hash_key
+from conftest import ADMIN, assert_error, open_client, run_cli
 
 
 async def test_missing_header_is_401(client):
@@ -218,3 +221,105 @@ async def test_admin_routes_are_closed_without_an_operator_key(state, monkeypatc
     state.admin_api_key = None
     async with open_client(state) as client:
         assert_error(await client.get("/v1/admin/plugins", headers=ADMIN), 401, "admin_disabled")
+
+
+# -- revocation across processes -------------------------------------------------------------------
+
+CACHING = {"auth": {"key_cache_seconds": 300, "key_cache_notified_seconds": 3600}}
+
+
+def test_a_lookup_that_raced_a_revocation_is_not_cached():
+    cache = KeyCache(ttl=300)
+    org_id = uuid.uuid4()
+    started_at = cache.generation  # the SELECT on api_keys starts...
+    cache.forget("hash")  # ...the key is revoked meanwhile...
+    cache.put("hash", org_id, started_at)  # ...and the stale answer arrives
+    assert cache.get("hash") is None
+    cache.put("hash", org_id, cache.generation)
+    assert cache.get("hash") == org_id
+
+
+async def _wait_for(predicate, seconds: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_revocation_by_another_process_is_seen_at_once_on_postgres(
+    make_state, is_postgres, database_url
+):
+    if not is_postgres:
+        pytest.skip("revocation notices are PostgreSQL's (SQLite bounds the cache by key_cache_seconds)")
+    serving = make_state(CACHING)
+    try:
+        async with open_client(serving) as client:
+            assert serving.revocations.listening
+            created = (
+                await client.post("/v1/admin/organizations", json={"name": "Elsewhere"}, headers=ADMIN)
+            ).json()
+            headers = {"Authorization": f"Bearer {created['api_key']}"}
+            assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+            assert serving.orgs.key_cache.get(hash_key(created["api_key"])) is not None  # cached for an hour
+
+            # Another process (the CLI) revokes the key; this one never touched the row.
+            revoked = await asyncio.to_thread(
+                run_cli, "keys", "revoke", created["key_id"], database_url=database_url
+            )
+            assert revoked.returncode == 0, revoked.stderr
+
+            async def refused() -> bool:
+                return (await client.get("/v1/billing/balance", headers=headers)).status_code == 401
+
+            assert await _wait_for(refused), "the revoked key still authenticates"
+            assert_error(await client.get("/v1/billing/balance", headers=headers), 401, "invalid_api_key")
+    finally:
+        await serving.close()
+
+
+async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_state, is_postgres):
+    if not is_postgres:
+        pytest.skip("revocation notices are PostgreSQL's")
+    serving = make_state(CACHING)
+    try:
+        async with open_client(serving) as client:
+            created = (
+                await client.post("/v1/admin/organizations", json={"name": "Cut"}, headers=ADMIN)
+            ).json()
+            headers = {"Authorization": f"Bearer {created['api_key']}"}
+            assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+            key_hash = hash_key(created["api_key"])
+            assert serving.orgs.key_cache.get(key_hash) is not None
+
+            async with serving.engine.begin() as conn:
+                killed = await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name AND datname = current_database()"
+                    ),
+                    {"name": APPLICATION_NAME},
+                )
+                assert killed.scalars().all() == [True]
+
+            async def forgotten() -> bool:
+                return serving.orgs.key_cache.get(key_hash) is None
+
+            assert await _wait_for(forgotten), "the cache outlived the notice connection"
+
+            async def listening_again() -> bool:
+                return serving.revocations.listening
+
+            assert await _wait_for(listening_again), "the listener did not reconnect"
+            # and notices flow on the new connection
+            assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+            assert serving.orgs.key_cache.get(key_hash) is not None
+            async with serving.engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE api_keys SET revoked_at = now() WHERE key_hash = :h"), {"h": key_hash}
+                )
+            assert await _wait_for(forgotten), "a revocation by hand was not announced"
+            assert_error(await client.get("/v1/billing/balance", headers=headers), 401, "invalid_api_key")
+    finally:
+        await serving.close()

@@ -13,6 +13,7 @@ from billfold.config.loader import _Lines
 from billfold.db import create_engine
 from billfold.events.worker import Worker
 from billfold.ledger.service import LedgerService
+from billfold.orgs.revocations import RevocationListener
 from billfold.orgs.service import KeyCache, OrgService
 from billfold.plugins import create_plugin_manager, validate_plugin_configs
 
@@ -46,10 +47,11 @@ class AppState:
             self.engine,
             self.ledger,
             key_prefix="sk_live_" if config.is_production else "sk_test_",
-            key_cache=KeyCache(config.auth.key_cache_seconds),
+            key_cache=KeyCache(config.auth.key_cache_seconds, config.auth.key_cache_notified_seconds),
             pm=self.pm,
             config=config,
         )
+        self.revocations = RevocationListener(self.engine, self.orgs.key_cache)
         self.worker = Worker(self)
         self._provider: PaymentProvider | None = None
         self._payments: PaymentService | None = None
@@ -77,6 +79,7 @@ class AppState:
 
     async def close(self) -> None:
         await self.worker.stop()
+        await self.revocations.stop()
         provider = self._provider
         if provider is not None:
             await provider.close()

@@ -125,6 +125,7 @@ class BillfoldPlugin(InitPluginProtocol):
         async def lifespan(_: Litestar) -> AsyncIterator[None]:
             async with state.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+            await state.revocations.start()
             await call_all(state.pm.hook.billfold_startup(state=state))
             await state.worker.load_handlers()
             if state.config.worker.in_process:

@@ -80,8 +80,12 @@ class RateLimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_onl
 
 class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     key_cache_seconds: float = 60.0
-    """How long a verified API key is remembered in-process. Revocation is seen at once by the
-    process that revokes, and by the others within this many seconds."""
+    """How long a verified API key is remembered in-process when revocations are not announced
+    (SQLite, or PostgreSQL's notice connection is down): other processes see a revocation within
+    this many seconds; the revoking process at once."""
+    key_cache_notified_seconds: float = 3600.0
+    """How long a key is remembered while PostgreSQL announces revocations to every process (a
+    revoked key then stops working everywhere at once). 0 means key_cache_seconds always."""
 
 
 class HoldsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -50,33 +50,47 @@ def hash_key(raw: str) -> str:
 class KeyCache:
     """In-process memory of verified keys, so the hot path skips the key lookup.
 
-    Bounded by ``ttl`` seconds; the process that revokes a key forgets it at once.
+    An entry lives ``ttl`` seconds, or ``notified_ttl`` seconds while the process receives
+    revocation notices (``live``; see billfold.orgs.revocations). The process that revokes a key
+    forgets it at once; a notice makes every other process forget it too.
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, notified_ttl: float = 0.0) -> None:
         self.ttl = ttl
+        self.notified_ttl = notified_ttl
+        self.live = False
+        """True while revocation notices arrive (set by the listener)."""
+        self.generation = 0
+        """Bumped by every forget/clear: a lookup that raced a revocation is not cached."""
         self._entries: dict[str, tuple[float, uuid.UUID]] = {}
+
+    @property
+    def lifetime(self) -> float:
+        return max(self.ttl, self.notified_ttl) if self.live else self.ttl
 
     def get(self, key_hash: str) -> uuid.UUID | None:
         hit = self._entries.get(key_hash)
         if hit is None:
             return None
-        if hit[0] < time.monotonic():
+        if hit[0] + self.lifetime < time.monotonic():
             self._entries.pop(key_hash, None)
             return None
         return hit[1]
 
-    def put(self, key_hash: str, org_id: uuid.UUID) -> None:
-        if self.ttl <= 0:
+    def put(self, key_hash: str, org_id: uuid.UUID, generation: int) -> None:
+        """Remember a key verified by a lookup that started at ``generation``."""
+        if self.lifetime <= 0 or generation != self.generation:
             return
         if len(self._entries) > 100_000:
             self._entries.clear()
-        self._entries[key_hash] = (time.monotonic() + self.ttl, org_id)
+        self._entries[key_hash] = (time.monotonic(), org_id)
 
     def forget(self, key_hash: str) -> None:
+        self.generation += 1
         self._entries.pop(key_hash, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
 
@@ -181,6 +195,7 @@ class OrgService:
         cached = self.key_cache.get(key_hash)
         if cached is not None:
             return cached
+        generation = self.key_cache.generation
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -195,5 +210,5 @@ class OrgService:
                 code="invalid_api_key",
                 fix="Send a live key as `Authorization: Bearer <key>`.",
             )
-        self.key_cache.put(key_hash, row.org_id)
+        self.key_cache.put(key_hash, row.org_id, generation)
         return row.org_id

@@ -1,0 +1,137 @@
+"""Revocation notices: PostgreSQL tells every serving process when an API key changes.
+
+Migration 0002 puts a trigger on ``api_keys`` that sends the key's hash on ``CHANNEL`` whenever a
+row is updated or deleted, by whatever means (a route, the CLI, SQL by hand). Each serving process
+keeps one connection LISTENing there; a notice makes its KeyCache forget the key at once. While
+that connection is up the cache may keep keys for ``auth.key_cache_notified_seconds``; when it is
+lost the cache is cleared and falls back to ``auth.key_cache_seconds`` until the listener is back.
+
+The connection is asyncpg's own (LISTEN needs a connection that stays out of the pool), opened
+with the arguments SQLAlchemy's dialect derives from the configured URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billfold.orgs.service import KeyCache
+
+logger = logging.getLogger("billfold.revocations")
+
+CHANNEL = "billfold_api_keys"
+APPLICATION_NAME = "billfold-revocations"
+"""How the listening connections show in pg_stat_activity."""
+_SQLALCHEMY_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
+
+
+class RevocationListener:
+    """One LISTEN connection per process, re-opened when lost (the cache is cleared meanwhile)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cache: KeyCache,
+        *,
+        retry_seconds: float = 1.0,
+        ping_seconds: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._retry_seconds = retry_seconds
+        self._ping_seconds = ping_seconds
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._engine.dialect.name == "postgresql" and self._cache.notified_ttl > 0
+
+    @property
+    def listening(self) -> bool:
+        return self._cache.live
+
+    async def start(self) -> None:
+        """Listen before the first request when the database answers; keep trying otherwise."""
+        if not self.enabled or self._task is not None:
+            return
+        with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._connect()
+        self._task = asyncio.create_task(self._supervise(), name="billfold-revocation-listener")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
+        for name in _SQLALCHEMY_ONLY:
+            kwargs.pop(name, None)
+        kwargs["server_settings"] = {
+            **kwargs.get("server_settings", {}),
+            "application_name": APPLICATION_NAME,
+        }
+        conn: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(*args, **kwargs), timeout=10)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notice)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_termination)
+        self._conn = conn
+        self._lost.clear()
+        # Anything revoked before LISTEN took effect was never announced: start from nothing.
+        self._cache.clear()
+        self._cache.live = True
+        logger.info("listening for API key revocations on %s", CHANNEL)
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        self._cache.live = False
+        if conn is not None and not conn.is_closed():
+            conn.remove_termination_listener(self._on_termination)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=5)
+
+    def _on_notice(self, _conn: Any, _pid: int, _channel: str, key_hash: object) -> None:
+        self._cache.forget(str(key_hash))
+
+    def _on_termination(self, _conn: Any) -> None:
+        self._mark_lost()
+
+    def _mark_lost(self) -> None:
+        # Notices may be missed from now on: stop trusting the long lifetime at once.
+        self._cache.live = False
+        self._cache.clear()
+        self._lost.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            if self._conn is None or self._lost.is_set():
+                await self._disconnect()
+                try:
+                    await self._connect()
+                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    logger.warning("revocation listener: cannot connect (%s); retrying", error)
+                    await asyncio.sleep(self._retry_seconds)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_seconds)
+                continue
+            # A connection that died silently (no FIN) never reports it: ask it something.
+            try:
+                assert self._conn is not None
+                await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=5)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                logger.warning("revocation listener: connection lost; reconnecting")
+                self._mark_lost()
