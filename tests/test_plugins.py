@@ -38,6 +38,7 @@ class ThrowawayPlugin:
 
     def __init__(self) -> None:
         self.written: list[tuple[str, int, int, bool, bool]] = []
+        self.below: list[tuple[str, int, bool]] = []
         self.authorized: list[tuple[str, int]] = []
         self.delivered: list[dict[str, Any]] = []
         self.organizations: list[str] = []
@@ -93,6 +94,10 @@ class ThrowawayPlugin:
     @hookimpl
     def billfold_balance_watermarks(self, org_id: Any) -> int | None:
         return self.watermark
+
+    @hookimpl
+    def billfold_balance_below_watermark(self, conn: Any, entry: Any, account: Any) -> None:
+        self.below.append((entry.kind, account.free_cents, conn.in_transaction()))
 
     @hookimpl
     def billfold_event_handlers(self, state: Any) -> dict[str, Any]:
@@ -322,8 +327,18 @@ async def test_watermarks_flag_entries_below_the_watched_level(client, new_tenan
     ).status_code == 200
     await client.post("/v1/billing/charges", json={"amount_cents": 600}, headers=tenant.headers)
     assert plugin.written[-1][2:] == (400, True, False)
+    assert plugin.below == []
     await client.post("/v1/billing/charges", json={"amount_cents": 200}, headers=tenant.headers)
     assert plugin.written[-1][2:] == (200, True, True)
+    assert plugin.below == [("debit", 200, True)]
+    # money coming in never calls it, even while the balance stays below
+    await client.post(
+        f"/v1/admin/organizations/{tenant.org_id}/adjustments",
+        json={"amount_cents": 50, "description": "a little"},
+        headers=ADMIN,
+    )
+    assert plugin.written[-1][2:] == (250, True, True)
+    assert plugin.below == [("debit", 200, True)]
 
 
 # -- organization_created ------------------------------------------------------------------------------------

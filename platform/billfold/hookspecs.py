@@ -62,15 +62,46 @@ def billfold_ledger_entry_written(conn: Any, entry: Any, account: Any, state: An
     ``entry`` is a :class:`billfold.ledger.service.EntryRow`, ``account`` the
     :class:`billfold.ledger.service.AccountRow` after the change. Anything written through
     ``conn`` commits or rolls back with the entry, so a reaction can never be lost.
-    May return an awaitable."""
+    May return an awaitable.
+
+    Cost: while any plugin implements this hook, every debit on PostgreSQL runs as an explicit
+    transaction (BEGIN, write, hooks, COMMIT) instead of one self-committing statement, and the
+    account row stays locked while the hooks run. A plugin that only cares about low balances
+    should use ``billfold_balance_watermarks`` + ``billfold_balance_below_watermark`` instead."""
 
 
 @hookspec
 def billfold_balance_watermarks(conn: Any, org_id: Any) -> Any:
     """Return the free-balance levels (minor units) this plugin wants to hear about, or None.
 
-    The ledger stores the highest; a debit that leaves the free balance below it flags
-    ``account.below_watermark`` for ``billfold_ledger_entry_written``. May return an awaitable."""
+    The ledger stores the highest on the account (asked again whenever a plugin calls
+    ``LedgerService.refresh_watermark``); a write that leaves the free balance below it flags
+    ``account.below_watermark`` and calls ``billfold_balance_below_watermark``. May return an
+    awaitable."""
+
+
+@hookspec
+def billfold_balance_below_watermark(conn: Any, entry: Any, account: Any, state: Any) -> Any:
+    """A write took money out of the free balance and left it below the account's watermark.
+
+    Called inside the writing transaction, before commit, with the same arguments as
+    ``billfold_ledger_entry_written`` (check ``account.free_cents`` against your own levels: the
+    watermark is the highest level any plugin watches). Debits that stay above the watermark
+    never reach this hook, which keeps them on the single-statement path. May return an
+    awaitable.
+
+    Example (queue a reminder when the balance falls under 5 dollars)::
+
+        @hookimpl
+        def billfold_balance_watermarks(conn, org_id):
+            return 500
+
+        @hookimpl
+        async def billfold_balance_below_watermark(conn, entry, account, state):
+            if account.free_cents < 500:
+                await emit(conn, "reminder.low_balance", {"free": account.free_cents},
+                           org_id=account.org_id)
+    """
 
 
 @hookspec

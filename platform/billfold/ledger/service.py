@@ -308,6 +308,12 @@ class LedgerService:
                 conn=conn, entry=posted.entry, account=account, state=self._state
             )
         )
+        if free_delta < 0 and account.below_watermark:
+            await call_all(
+                self._hook.billfold_balance_below_watermark(
+                    conn=conn, entry=posted.entry, account=account, state=self._state
+                )
+            )
         return posted
 
     async def _write_core(

@@ -134,6 +134,8 @@ class OrgService:
         await self.ledger.open_account(conn, org_id, currency)
         org = await self.get(conn, org_id)
         await call_all(self.pm.hook.billfold_organization_created(conn=conn, org=org, config=self.config))
+        # after the plugins made their per-organization rows (auto-reload settings...)
+        await self.ledger.refresh_watermark(conn, org_id)
         return org
 
     async def get(self, conn: AsyncConnection, org_id: uuid.UUID) -> OrgRow:

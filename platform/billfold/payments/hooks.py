@@ -39,10 +39,12 @@ async def billfold_organization_created(conn: AsyncConnection, org: Any, config:
 
 
 @hookimpl
-async def billfold_ledger_entry_written(conn: AsyncConnection, entry: Any, account: Any, state: Any) -> None:
-    """A debit that leaves the free balance under the auto-reload minimum queues one reload."""
-    if account.below_watermark and entry.amount_cents - entry.reserved_delta_cents < 0:
-        await state.payments.request_auto_reload(conn, account.org_id, account.free_cents)
+async def billfold_balance_below_watermark(
+    conn: AsyncConnection, entry: Any, account: Any, state: Any
+) -> None:
+    """A debit that leaves the free balance under the auto-reload minimum queues one reload
+    (request_auto_reload checks the minimum itself: the watermark may belong to another plugin)."""
+    await state.payments.request_auto_reload(conn, account.org_id, account.free_cents)
 
 
 async def _run_auto_reload(state: Any, event: Any) -> None:
