@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
+from litestar.enums import MediaType
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.api.auth import Tenant, provide_state, provide_tenant
 from billfold.api.params import parse_cursor, parse_instant, parse_limit
-from billfold.api.writes import money_write
+from billfold.api.writes import IDEMPOTENCY_HEADER, money_write
 from billfold.errors import ValidationFailed
 from billfold.ledger.models import ENTRY_KINDS
 from billfold.ledger.schemas import (
@@ -69,20 +71,28 @@ class LedgerController(Controller):
     async def create_charge(
         self, request: Request[Any, Any, Any], data: ChargeIn, tenant: Tenant, app_state: AppState
     ) -> Response[bytes]:
-        async def work(conn: AsyncConnection) -> ChargeOut:
-            posted = await app_state.ledger.charge(
-                conn,
-                tenant.org_id,
-                data.amount_cents,
-                description=data.description,
-                metadata=data.metadata,
-                call_id=data.call_id,
-                phone_number_id=data.phone_number_id,
-                phone_number_value=data.phone_number_value,
-            )
+        fields: dict[str, Any] = {
+            "description": data.description,
+            "metadata": data.metadata,
+            "call_id": data.call_id,
+            "phone_number_id": data.phone_number_id,
+            "phone_number_value": data.phone_number_value,
+        }
+
+        def charged(posted: Posted) -> ChargeOut:
             return ChargeOut(
                 transaction=posted_transaction(app_state, posted), balance=to_balance(posted.account)
             )
+
+        if IDEMPOTENCY_HEADER not in request.headers:
+            # Nothing to store with it: the ledger picks the cheapest safe transaction.
+            posted = await app_state.ledger.charge_alone(tenant.org_id, data.amount_cents, **fields)
+            return Response(
+                content=msgspec.json.encode(charged(posted)), status_code=201, media_type=MediaType.JSON
+            )
+
+        async def work(conn: AsyncConnection) -> ChargeOut:
+            return charged(await app_state.ledger.charge(conn, tenant.org_id, data.amount_cents, **fields))
 
         return await money_write(app_state, request, tenant.org_id, work)
 

@@ -4,6 +4,8 @@ Every balance change is one conditional UPDATE of the organization's account row
 INSERT of an immutable entry, in the caller's transaction (SQLAlchemy Core on the shared engine:
 the ORM session costs several times the SQL on the debit hot path). The account row lock
 serialises writers per organization, so entry ids of one organization follow commit order.
+``charge_alone`` is the exception that owns its transaction: on PostgreSQL it is one
+self-committing statement when nothing else has to happen inside it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import msgspec
 import pluggy
 from sqlalchemy import and_, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billfold.db import new_id, table_of, utcnow
 from billfold.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
@@ -164,6 +166,8 @@ _POST_POSTGRES = text(
         WHERE org_id = CAST(:org_id AS uuid)
           AND (NOT CAST(:require_funds AS boolean)
                OR free_cents + CAST(:free_delta AS bigint) >= -overage_limit_cents)
+          AND (NOT CAST(:stay_above_watermark AS boolean) OR watermark_cents IS NULL
+               OR free_cents + CAST(:free_delta AS bigint) >= watermark_cents)
         RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watermark_cents
     ), entry AS (
         INSERT INTO ledger_entries (
@@ -184,7 +188,9 @@ _POST_POSTGRES = text(
 )
 """The PostgreSQL form of LedgerService._post (same semantics as the Core statements it replaces
 there): SQLAlchemy compiles this constant once, where the Core UPDATE and INSERT are rebuilt on
-every call."""
+every call. With ``stay_above_watermark`` it also refuses a write that would leave the free balance
+below the account's watermark: LedgerService.charge_alone runs it as a self-committing statement
+and needs to know that no in-transaction reaction was due."""
 
 
 class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,15 +199,15 @@ class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     org_id: uuid.UUID
     kind: str
     amount_cents: int
-    reserved_delta_cents: int
-    description: str
-    metadata: dict[str, Any]
-    call_id: int | None
-    phone_number_id: int | None
-    phone_number_value: str | None
-    hold_id: uuid.UUID | None
-    reference: str | None
-    created_at: datetime.datetime
+    reserved_delta_cents: int = 0
+    description: str = ""
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    call_id: int | None = None
+    phone_number_id: int | None = None
+    phone_number_value: str | None = None
+    hold_id: uuid.UUID | None = None
+    reference: str | None = None
+    created_at: datetime.datetime = msgspec.field(default_factory=utcnow)
 
     def written(self, entry_id: int, account: AccountRow) -> EntryRow:
         return EntryRow(
@@ -229,6 +235,7 @@ class LedgerService:
     def __init__(self, pm: pluggy.PluginManager, state: Any = None) -> None:
         self._hook = pm.hook
         self._state = state
+        self._autocommit: AsyncEngine | None = None
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -295,7 +302,6 @@ class LedgerService:
             phone_number_value=phone_number_value,
             hold_id=hold_id,
             reference=reference,
-            created_at=utcnow(),
         )
         write = self._write_postgres if conn.dialect.name == "postgresql" else self._write_core
         written = await write(conn, entry, require_funds=require_funds and free_delta < 0)
@@ -352,7 +358,12 @@ class LedgerService:
         return account, entry_id
 
     async def _write_postgres(
-        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
+        self,
+        conn: AsyncConnection,
+        entry: _NewEntry,
+        *,
+        require_funds: bool,
+        stay_above_watermark: bool = False,
     ) -> tuple[AccountRow, int] | None:
         """The PostgreSQL write path: the same UPDATE and INSERT as one constant statement
         (one round trip, compiled once)."""
@@ -360,6 +371,7 @@ class LedgerService:
         params.update(
             free_delta=entry.amount_cents - entry.reserved_delta_cents,
             require_funds=require_funds,
+            stay_above_watermark=stay_above_watermark,
             metadata=msgspec.json.encode(entry.metadata).decode(),
         )
         row = (await conn.execute(_POST_POSTGRES, params)).first()
@@ -431,6 +443,70 @@ class LedgerService:
             phone_number_value=phone_number_value,
             reference=reference,
         )
+
+    async def charge_alone(
+        self,
+        org_id: uuid.UUID,
+        amount_cents: int,
+        *,
+        description: str = "",
+        metadata: dict[str, Any] | None = None,
+        call_id: int | None = None,
+        phone_number_id: int | None = None,
+        phone_number_value: str | None = None,
+    ) -> Posted:
+        """A charge that is its own transaction (no Idempotency-Key, nothing else to write with it).
+
+        On PostgreSQL, when no plugin has to run inside debits (``billfold_authorize_debit``,
+        ``billfold_ledger_entry_written``), the conditional UPDATE and the entry INSERT run as one
+        self-committing statement: the account row is locked only while PostgreSQL executes it,
+        not across round trips to this process. That statement refuses a debit that would leave
+        the balance below the account's watermark; such a debit, and one refused for funds, is
+        then redone as a full transaction (``charge``), which calls the below-watermark hooks or
+        raises the 402."""
+        _positive(amount_cents)
+        engine = self._state.engine
+        if engine.dialect.name == "postgresql" and not self.debits_need_transaction():
+            entry = _NewEntry(
+                org_id=org_id,
+                kind="debit",
+                amount_cents=-amount_cents,
+                description=description,
+                metadata=metadata or {},
+                call_id=call_id,
+                phone_number_id=phone_number_id,
+                phone_number_value=phone_number_value,
+            )
+            async with self._autocommit_engine().connect() as conn:
+                written = await self._write_postgres(
+                    conn, entry, require_funds=True, stay_above_watermark=True
+                )
+            if written is not None:
+                account, entry_id = written
+                return Posted(entry=entry.written(entry_id, account), account=account)
+        async with engine.begin() as conn:
+            return await self.charge(
+                conn,
+                org_id,
+                amount_cents,
+                description=description,
+                metadata=metadata,
+                call_id=call_id,
+                phone_number_id=phone_number_id,
+                phone_number_value=phone_number_value,
+            )
+
+    def debits_need_transaction(self) -> bool:
+        """True while a plugin implements a hook that must run inside every debit's transaction."""
+        return bool(
+            self._hook.billfold_authorize_debit.get_hookimpls()
+            or self._hook.billfold_ledger_entry_written.get_hookimpls()
+        )
+
+    def _autocommit_engine(self) -> AsyncEngine:
+        if self._autocommit is None:
+            self._autocommit = self._state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._autocommit
 
     async def credit(
         self,
