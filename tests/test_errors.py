@@ -195,3 +195,40 @@ async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):
                 assert (await client.get("/health")).status_code == 200
     finally:
         await state.engine.dispose()
+
+
+async def test_rate_limit_counters_of_past_windows_are_dropped(make_state, monkeypatch):
+    """One counter per key and window: the in-memory store must not keep the windows gone by."""
+    import datetime
+
+    import litestar.stores.base
+
+    import billfold.api.ratelimit as ratelimit
+
+    clock = [1_000_000.0]
+
+    class Clock(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.datetime.fromtimestamp(clock[0], tz)
+
+    # one clock for the middleware's windows and for the store's expiry
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    monkeypatch.setattr(litestar.stores.base, "datetime", Clock)
+    state = make_state({"rate_limits": {"enabled": True, "requests": 5, "unit": "second"}})
+    try:
+        async with open_client(state) as client:
+            created = await client.post("/v1/admin/organizations", json={"name": "Busy"}, headers=ADMIN)
+            headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+            store = client._transport.app.stores.get("rate_limit")  # type: ignore[attr-defined]
+
+            for _ in range(100):  # 100 one-second windows, each used to its limit
+                for _ in range(5):
+                    assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+                assert_error(await client.get("/v1/billing/balance", headers=headers), 429, "rate_limited")
+                clock[0] += 1
+            # the current window and the one before (kept one second past its end), per identifier
+            # (the key, and the operator's calls above): not one per window gone by
+            assert len(store._store) <= 4, sorted(store._store)
+    finally:
+        await state.engine.dispose()

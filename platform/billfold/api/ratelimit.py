@@ -5,6 +5,11 @@ re-encodes that list on each request, so its cost grows with the traffic it is l
 tenant at 500 requests a second paid for a 500-element list per request). This middleware class
 plugs into the same RateLimitConfig, store and headers, but counts requests in fixed windows: one
 small integer per key and window.
+
+Each window's counters live under their own store keys. Redis expires them itself; Litestar's
+MemoryStore only drops an expired key when it is read again, which a past window's key never is,
+so the middleware sweeps a MemoryStore once per window (without it the store grew by one entry
+per active key every window, and the garbage collector's passes grew with it).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import time
 from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitMiddleware
+from litestar.stores.memory import MemoryStore
 from litestar.types import Message, Receive, Scope, Send
 
 
 class WindowCounterRateLimitMiddleware(RateLimitMiddleware):
+    _swept_window = 0
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope["litestar_app"]
         request = app.request_class(scope)
@@ -30,6 +38,9 @@ class WindowCounterRateLimitMiddleware(RateLimitMiddleware):
         reset_at = now - now % window + window
         key = f"{self.cache_key_from_request(request)}::{reset_at}"
         async with self._lock:
+            if reset_at != self._swept_window and isinstance(store, MemoryStore):
+                self._swept_window = reset_at
+                await store.delete_expired()
             raw = await store.get(key)
             used = int(raw) if raw else 0
             if used >= self.max_requests:
