@@ -7,7 +7,9 @@ that connection is up the cache may keep keys for ``auth.key_cache_notified_seco
 lost the cache is cleared and falls back to ``auth.key_cache_seconds`` until the listener is back.
 
 The connection is asyncpg's own (LISTEN needs a connection that stays out of the pool), opened
-with the arguments SQLAlchemy's dialect derives from the configured URL.
+with the arguments SQLAlchemy's dialect derives from the configured URL. It must reach PostgreSQL
+itself or a session-mode pooler: a transaction-mode pooler accepts LISTEN but delivers nothing, so
+there set ``auth.key_cache_notified_seconds: 0``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22 05:50:00
 
-A trigger on api_keys sends the key's hash on the channel `billfold_api_keys` whenever a row is
-revoked, changed or deleted, whoever does it (a route, the CLI, hand-written SQL). Every serving
+A trigger on api_keys sends the key's hash on the channel `billfold_api_keys` whenever a key is
+revoked, re-pointed or deleted, whoever does it (a route, the CLI, hand-written SQL). Every serving
 process listens there and forgets the key at once (billfold.orgs.revocations). SQLite has no
 notifications: there a process's key cache is bounded by auth.key_cache_seconds instead.
 """
@@ -39,7 +39,7 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE TRIGGER api_keys_notify_change
-        AFTER UPDATE OR DELETE ON api_keys
+        AFTER UPDATE OF revoked_at, key_hash, org_id OR DELETE ON api_keys
         FOR EACH ROW EXECUTE FUNCTION billfold_api_key_changed()
         """
     )
