@@ -6,6 +6,10 @@ nothing else: no idempotency, plugins, rate limits, SQLAlchemy or key-lookup que
 token is identified the way Billfold does with a warm key cache (sha256 of the token, then a dict
 lookup); the dict of live keys is loaded once at start-up.
 
+With BENCH_MINIMAL_WRITE=statement (bench/run.py --minimal-write statement) the floor writes the
+way Billfold's charge without an Idempotency-Key does on PostgreSQL: the UPDATE and the INSERT as
+one self-committing WITH statement, instead of BEGIN, UPDATE, INSERT, COMMIT.
+
 Served by bench/run.py as
     uvicorn minimal_app:app --app-dir bench --workers W --loop uvloop --http httptools
 with BENCH_DATABASE_URL=postgresql://... in the environment.
@@ -26,6 +30,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.enums import MediaType
 
 POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "20"))  # Billfold's database.pool_size
+ONE_STATEMENT = os.environ.get("BENCH_MINIMAL_WRITE", "transaction") == "statement"
 
 DEBIT = """
 UPDATE ledger_accounts
@@ -39,6 +44,22 @@ INSERT INTO ledger_entries
      description, metadata, created_at)
 VALUES ($1, 'debit', $2, 0, $3, $4, $5, $6::jsonb, now())
 RETURNING id
+"""
+
+DEBIT_ONE_STATEMENT = """
+WITH account AS (
+    UPDATE ledger_accounts
+       SET free_cents = free_cents - $1, entry_count = entry_count + 1, updated_at = now()
+     WHERE org_id = $2 AND free_cents - $1 >= -overage_limit_cents
+    RETURNING org_id, free_cents, reserved_cents
+), entry AS (
+    INSERT INTO ledger_entries
+        (org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
+         description, metadata, created_at)
+    SELECT org_id, 'debit', -$1, 0, free_cents, reserved_cents, $3, $4::jsonb, now() FROM account
+    RETURNING id
+)
+SELECT account.free_cents, account.reserved_cents, entry.id FROM account, entry
 """
 
 
@@ -92,6 +113,22 @@ async def create_charge(request: Request[Any, Any, Any]) -> Response[bytes]:
     if data.amount_cents <= 0:
         return _error(422, "invalid_amount")
     assert _pool is not None
+    if ONE_STATEMENT:
+        async with _pool.acquire() as conn:
+            row = await conn.fetchrow(
+                DEBIT_ONE_STATEMENT,
+                data.amount_cents,
+                org_id,
+                data.description,
+                _encode(data.metadata).decode(),
+            )
+        if row is None:
+            return _error(402, "insufficient_funds")
+        return Response(
+            content=_encode({"id": row[2], "balance": {"free": row[0], "reserved": row[1]}}),
+            status_code=201,
+            media_type=MediaType.JSON,
+        )
     async with _pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(DEBIT, data.amount_cents, org_id)
         if row is None:

@@ -58,6 +58,10 @@ NCPU = os.cpu_count() or 1
 CHARGE_BODY = json.dumps({"amount_cents": 1, "description": "bench"}, separators=(",", ":"))
 FUNDING_CENTS = 100_000_000
 TARGETS = {"spread": 0.6, "hot": 0.8}
+MINIMAL_WRITES = {
+    "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
+    "statement": "one self-committing UPDATE+INSERT statement",
+}
 BALANCE_FLATNESS = 0.20
 NOISY_SHARE = 0.10
 QUIET_SHARE = 0.15
@@ -532,6 +536,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"Billfold benchmark: {cfg['workers']} workers per server (uvicorn, uvloop, httptools), "
         f"{cfg['concurrency']} connections ({cfg['loadgen']}), {cfg['rounds']} round(s) of "
         f"{cfg['duration_s']:g} s per phase after {cfg['warmup_s']:g} s warm-up, {cfg['cpus']} CPUs; "
+        f"minimal debit as {MINIMAL_WRITES[cfg.get('minimal_write', 'transaction')]}; "
         "medians over the undisturbed rounds:"
     )
     head = (
@@ -621,6 +626,13 @@ def parse_args() -> argparse.Namespace:
         help="measure a phase again when other processes used >10%% of the CPUs during it (default 1)",
     )
     p.add_argument("--only", choices=["all", "charges", "balance"], default="all")
+    p.add_argument(
+        "--minimal-write",
+        choices=["transaction", "statement"],
+        default="transaction",
+        help="the floor's debit: BEGIN, UPDATE, INSERT, COMMIT (default, the issue's definition) or "
+        "one self-committing WITH statement (what Billfold's charge does without an Idempotency-Key)",
+    )
     p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
     p.add_argument("--quick", action="store_true", help="smoke run: 100 orgs, 10k entries, 1 round of 3 s")
     args = p.parse_args()
@@ -764,7 +776,12 @@ def main() -> int:
             "--log-level",
             "info",
         ],
-        {**os.environ, "BENCH_DATABASE_URL": dsn, "BENCH_POOL_SIZE": "20"},
+        {
+            **os.environ,
+            "BENCH_DATABASE_URL": dsn,
+            "BENCH_POOL_SIZE": "20",
+            "BENCH_MINIMAL_WRITE": args.minimal_write,
+        },
         port,
         RESULTS / f"{stamp}-minimal.log",
     )
@@ -875,6 +892,7 @@ def main() -> int:
             "rounds": args.rounds,
             "orgs": args.orgs,
             "loadgen": loadgen,
+            "minimal_write": args.minimal_write,
             "worker_in_process": args.worker_in_process,
             "rate_limit": "off" if args.no_rate_limits else billfold_env["BILLFOLD_RATE_LIMIT"],
             "cpus": NCPU,
