@@ -3,10 +3,12 @@ and a message; internal errors leak nothing; rate limits answer 429 with Retry-A
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
 
+import pytest
 from litestar import get
 from litestar.exceptions import ImproperlyConfiguredException
 
@@ -197,38 +199,59 @@ async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):
         await state.engine.dispose()
 
 
-async def test_rate_limit_counters_of_past_windows_are_dropped(make_state, monkeypatch):
-    """One counter per key and window: the in-memory store must not keep the windows gone by."""
-    import datetime
-
-    import litestar.stores.base
-
+async def test_rate_limit_keeps_only_the_current_window(make_state, monkeypatch):
+    """One counter per key and window: the windows gone by are not kept in memory."""
     import billfold.api.ratelimit as ratelimit
 
     clock = [1_000_000.0]
-
-    class Clock(datetime.datetime):
-        @classmethod
-        def now(cls, tz=None):  # type: ignore[override]
-            return datetime.datetime.fromtimestamp(clock[0], tz)
-
-    # one clock for the middleware's windows and for the store's expiry
     monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
-    monkeypatch.setattr(litestar.stores.base, "datetime", Clock)
     state = make_state({"rate_limits": {"enabled": True, "requests": 5, "unit": "second"}})
     try:
         async with open_client(state) as client:
             created = await client.post("/v1/admin/organizations", json={"name": "Busy"}, headers=ADMIN)
             headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
-            store = client._transport.app.stores.get("rate_limit")  # type: ignore[attr-defined]
+            counters = state.rate_limit_counters
+            assert isinstance(counters, ratelimit.MemoryWindowCounters)
 
-            for _ in range(100):  # 100 one-second windows, each used to its limit
-                for _ in range(5):
-                    assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+            for second in range(100):  # 100 one-second windows, each used past its limit
+                for used in range(1, 6):
+                    ok = await client.get("/v1/billing/balance", headers=headers)
+                    assert ok.status_code == 200, (second, used, ok.text)
+                    assert ok.headers["RateLimit-Remaining"] == str(5 - used)
                 assert_error(await client.get("/v1/billing/balance", headers=headers), 429, "rate_limited")
                 clock[0] += 1
-            # the current window and the one before (kept one second past its end), per identifier
-            # (the key, and the operator's calls above): not one per window gone by
-            assert len(store._store) <= 4, sorted(store._store)
+            assert len(counters.counts) == 1  # this window's counter for the key, nothing older
     finally:
         await state.engine.dispose()
+
+
+async def test_rate_limit_in_redis_is_shared_by_processes(make_state):
+    """With store: redis, two servers (two AppStates, as two worker processes) count together."""
+    import redis.asyncio
+    import redis.exceptions
+
+    probe = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        await probe.ping()
+    except (OSError, redis.exceptions.ConnectionError) as error:
+        pytest.skip(f"no Redis on 127.0.0.1:6379: {error}")
+    finally:
+        await probe.aclose()
+    limits = {"rate_limits": {"enabled": True, "requests": 6, "unit": "minute", "store": "redis"}}
+    first, second = make_state(limits), make_state(limits)
+    try:
+        async with open_client(first) as one, open_client(second) as two:
+            created = await one.post("/v1/admin/organizations", json={"name": "Shared"}, headers=ADMIN)
+            headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+            answers = await asyncio.gather(
+                *(client.get("/v1/billing/balance", headers=headers) for client in [one, two] * 5)
+            )
+            assert sorted(r.status_code for r in answers) == [200] * 6 + [429] * 4
+            remaining = sorted(int(r.headers["RateLimit-Remaining"]) for r in answers if r.status_code == 200)
+            assert remaining == [0, 1, 2, 3, 4, 5]  # every request got its own count
+            for response in answers:
+                if response.status_code == 429:
+                    assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        await first.engine.dispose()
+        await second.engine.dispose()

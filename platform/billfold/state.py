@@ -18,6 +18,7 @@ from billfold.orgs.service import KeyCache, OrgService
 from billfold.plugins import create_plugin_manager, validate_plugin_configs
 
 if TYPE_CHECKING:
+    from billfold.api.ratelimit import WindowCounters
     from billfold.payments.provider import PaymentProvider
     from billfold.payments.service import PaymentService
 
@@ -53,6 +54,8 @@ class AppState:
         )
         self.revocations = RevocationListener(self.engine, self.orgs.key_cache)
         self.worker = Worker(self)
+        self.rate_limit_counters: WindowCounters | None = None
+        """Set by the app when rate limits are on (billfold.api.ratelimit)."""
         self._provider: PaymentProvider | None = None
         self._payments: PaymentService | None = None
 
@@ -80,6 +83,8 @@ class AppState:
     async def close(self) -> None:
         await self.worker.stop()
         await self.revocations.stop()
+        if self.rate_limit_counters is not None:
+            await self.rate_limit_counters.close()
         provider = self._provider
         if provider is not None:
             await provider.close()

@@ -11,17 +11,21 @@ from typing import Any, cast
 from litestar import Litestar, Request, get
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
-from litestar.stores.base import Store
-from litestar.stores.memory import MemoryStore
 from sqlalchemy import text
 
 from billfold import __version__
 from billfold.api.auth import admin_guard
 from billfold.api.errors import exception_handlers
-from billfold.api.ratelimit import WindowCounterRateLimitMiddleware
+from billfold.api.ratelimit import (
+    MemoryWindowCounters,
+    RedisWindowCounters,
+    WindowCounterRateLimitMiddleware,
+    WindowCounters,
+)
 from billfold.ledger.routes import CreditsController, LedgerController
 from billfold.orgs.routes import AdminController, KeysController
 from billfold.payments.routes import (
@@ -96,22 +100,24 @@ class BillfoldPlugin(InitPluginProtocol):
 
     def _configure_rate_limits(self, app_config: AppConfig) -> None:
         limits = self.state.config.rate_limits
-        store: Store
+        if not limits.enabled:
+            return
+        counters: WindowCounters
         if limits.store == "redis":
-            from litestar.stores.redis import RedisStore
+            from redis.asyncio import Redis
 
-            store = RedisStore.with_client(url=limits.redis_url, namespace="billfold_rate_limit")
+            counters = RedisWindowCounters(Redis.from_url(limits.redis_url))
         else:
-            store = MemoryStore()
-        app_config.stores = {**(app_config.stores or {}), "rate_limit": store}  # type: ignore[dict-item]
-        if limits.enabled:
-            config = RateLimitConfig(
-                rate_limit=(limits.unit, limits.requests),
-                exclude=["/health", "/schema"],
-                identifier_for_request=_rate_limit_identifier,
-                middleware_class=WindowCounterRateLimitMiddleware,
-            )
-            app_config.middleware.append(config.middleware)
+            counters = MemoryWindowCounters()
+        self.state.rate_limit_counters = counters
+        config = RateLimitConfig(
+            rate_limit=(limits.unit, limits.requests),
+            exclude=["/health", "/schema"],
+            identifier_for_request=_rate_limit_identifier,
+        )
+        app_config.middleware.append(
+            DefineMiddleware(WindowCounterRateLimitMiddleware, config=config, counters=counters)
+        )
 
     def _configure_openapi(self, app_config: AppConfig) -> None:
         app_config.openapi_config = OpenAPIConfig(
