@@ -7,13 +7,13 @@ in this one process on uvloop, one request at a time, and reports the *client-si
 operation (time.process_time, so waiting for PostgreSQL or for a busy machine does not count):
 
   * ASGI: POST /v1/billing/charges straight into the Litestar apps (no socket, no uvicorn), for
-    Billfold as configured, Billfold with rate limiting off, Billfold with every key-cache lookup
-    missing, and bench/minimal_app.py;
-  * service: LedgerService.charge in engine.begin() (SQLAlchemy Core), and the same four
-    statements (BEGIN, UPDATE ... RETURNING, INSERT ... RETURNING, COMMIT) on raw asyncpg;
-  * parts: building the two SQLAlchemy statements, KeyCache authentication, and the cost of
-    Litestar's rate-limit history (a JSON list of every request's timestamp in the window, decoded
-    and re-encoded on each request) by history length.
+    Billfold as configured (the single-statement charge), with an Idempotency-Key (the
+    transaction), with every key-cache lookup missing, with rate limits off; and
+    bench/minimal_app.py in both of its write modes;
+  * service: LedgerService.charge_alone, LedgerService.charge in engine.begin(), and the same
+    writes on raw asyncpg;
+  * parts: key authentication (cache hit and miss), and the per-request cost of Litestar's stock
+    rate-limit history by its length (why Billfold counts fixed windows instead).
 
 It uses a fresh database billfold_breakdown_<random> and drops it at the end. It reads product
 internals (AppState, LedgerService), so it may need updating when they change.
@@ -185,11 +185,15 @@ async def main(n: int) -> dict[str, Any]:
         print(f"CPU per operation, {n} sequential operations each (database {database})")
         print("ASGI, POST /v1/billing/charges (Litestar app called directly; no socket, no uvicorn):")
 
-        def charge_op(the_app: Any, api_key: str) -> Callable[[], Awaitable[Any]]:
+        def charge_op(
+            the_app: Any, api_key: str, *, idempotent: bool = False
+        ) -> Callable[[], Awaitable[Any]]:
             headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+            counter = iter(range(10**9))
 
             async def op() -> None:
-                status, body = await asgi_call(the_app, "POST", "/v1/billing/charges", headers, BODY)
+                sent = {**headers, "idempotency-key": f"bd-{next(counter)}"} if idempotent else headers
+                status, body = await asgi_call(the_app, "POST", "/v1/billing/charges", sent, BODY)
                 if status != 201:
                     raise RuntimeError(f"charge answered {status}: {body[:300]!r}")
 
@@ -198,22 +202,18 @@ async def main(n: int) -> dict[str, Any]:
         app = billfold_app(db_url, rate_limits=True)
         async with Lifespan(app):
             await measure(
-                "billfold as configured (rate-limit history grows to n), key cached",
-                n,
-                charge_op(app, orgs[0][1]),
-                results,
+                "billfold as configured, key cached (one statement)", n, charge_op(app, orgs[0][1]), results
             )
             await measure(
-                "billfold, rate-limit history emptied before each request",
+                "billfold, a new Idempotency-Key each time (transaction)",
                 n,
-                _fresh_key_op(app, charge_op, orgs[1][1]),
+                charge_op(app, orgs[1][1], idempotent=True),
                 results,
             )
-            app.state["billfold"].orgs.key_cache.ttl = 0
-            app.state["billfold"].orgs.key_cache.clear()
-            await measure(
-                "billfold, key cache always missing (ttl 0)", n, charge_op(app, orgs[2][1]), results
-            )
+            cache = app.state["billfold"].orgs.key_cache
+            cache.ttl = cache.notified_ttl = 0
+            cache.clear()
+            await measure("billfold, key cache always missing", n, charge_op(app, orgs[2][1]), results)
         app = billfold_app(db_url, rate_limits=False)
         async with Lifespan(app):
             await measure("billfold, rate limits off, key cached", n, charge_op(app, orgs[3][1]), results)
@@ -221,9 +221,12 @@ async def main(n: int) -> dict[str, Any]:
         sys.path.insert(0, str(ROOT / "bench"))
         minimal = importlib.import_module("minimal_app")
         async with Lifespan(minimal.app):
+            minimal.ONE_STATEMENT = False
             await measure(
-                "minimal_app (bench/minimal_app.py)", n, charge_op(minimal.app, orgs[3][1]), results
+                "minimal_app, BEGIN, UPDATE, INSERT, COMMIT", n, charge_op(minimal.app, orgs[3][1]), results
             )
+            minimal.ONE_STATEMENT = True
+            await measure("minimal_app, one statement", n, charge_op(minimal.app, orgs[3][1]), results)
 
         print("Service (no HTTP, no Litestar):")
         from sqlalchemy.ext.asyncio import AsyncEngine
@@ -233,11 +236,16 @@ async def main(n: int) -> dict[str, Any]:
         engine: AsyncEngine = state.engine
         org_id = orgs[3][0]
 
+        async def charge_alone() -> None:
+            await state.ledger.charge_alone(org_id, 1, description="bench")
+
+        await measure("LedgerService.charge_alone (one self-committing statement)", n, charge_alone, results)
+
         async def service_charge() -> None:
             async with engine.begin() as conn:
                 await state.ledger.charge(conn, org_id, 1, description="bench")
 
-        await measure("engine.begin() + LedgerService.charge (SQLAlchemy Core)", n, service_charge, results)
+        await measure("engine.begin() + LedgerService.charge (transaction)", n, service_charge, results)
 
         async def begin_only() -> None:
             async with engine.begin() as conn:
@@ -253,6 +261,12 @@ async def main(n: int) -> dict[str, Any]:
                 await conn.fetchval(minimal.INSERT_ENTRY, org_id, -1, row[0], row[1], "bench", "{}")
 
         await measure("raw asyncpg: BEGIN, UPDATE, INSERT, COMMIT", n, raw_charge, results)
+
+        async def raw_statement() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchrow(minimal.DEBIT_ONE_STATEMENT, 1, org_id, "bench", "{}")
+
+        await measure("raw asyncpg: one UPDATE+INSERT statement", n, raw_statement, results)
 
         async def raw_select() -> None:
             async with pool.acquire() as conn, conn.transaction():
@@ -271,49 +285,7 @@ async def main(n: int) -> dict[str, Any]:
     return results
 
 
-def _fresh_key_op(app: Any, charge_op: Any, api_key: str) -> Callable[[], Awaitable[Any]]:
-    """Clears the rate-limit store before each request, so its history is always empty."""
-    inner = charge_op(app, api_key)
-    store = app.stores.get("rate_limit")
-
-    async def op() -> None:
-        await store.delete_all()
-        await inner()
-
-    return op
-
-
 async def _parts(n: int, state: Any, org_id: uuid.UUID, results: dict[str, Any]) -> None:
-    from sqlalchemy import update
-
-    from billfold.db import utcnow
-    from billfold.ledger.service import _ACCOUNT_COLUMNS, _ENTRY_COLUMNS, accounts, entries
-
-    async def build_statements() -> None:
-        # the two statements LedgerService._post builds for a charge, without executing them
-        now = utcnow()
-        stmt = (
-            update(accounts)
-            .where(accounts.c.org_id == org_id)
-            .values(
-                free_cents=accounts.c.free_cents + -1,
-                reserved_cents=accounts.c.reserved_cents + 0,
-                entry_count=accounts.c.entry_count + 1,
-                updated_at=now,
-            )
-            .returning(*_ACCOUNT_COLUMNS)
-        )
-        stmt = stmt.where(accounts.c.free_cents + -1 >= -accounts.c.overage_limit_cents)
-        ins = entries.insert().values(
-            org_id=org_id, kind="debit", amount_cents=-1, reserved_delta_cents=0, free_after_cents=0,
-            reserved_after_cents=0, description="bench", metadata={}, call_id=None, phone_number_id=None,
-            phone_number_value=None, hold_id=None, reference=None, created_at=now,
-        ).returning(*_ENTRY_COLUMNS)  # fmt: skip
-        stmt._generate_cache_key()  # what each execute() does to find the compiled form
-        ins._generate_cache_key()
-
-    await measure("build UPDATE + INSERT constructs and their cache keys", n, build_statements, results)
-
     async with state.engine.begin() as conn:
         api_key = (await state.orgs.issue_key(conn, org_id, name="parts")).api_key
 
@@ -321,19 +293,20 @@ async def _parts(n: int, state: Any, org_id: uuid.UUID, results: dict[str, Any])
         await state.orgs.authenticate(api_key)
 
     await measure("OrgService.authenticate, key cache hit", n, authenticate, results)
-    state.orgs.key_cache.ttl = 0
-    state.orgs.key_cache.clear()
+    cache = state.orgs.key_cache
+    cache.ttl = cache.notified_ttl = 0
+    cache.clear()
     await measure("OrgService.authenticate, key cache miss (SELECT on api_keys)", n, authenticate, results)
-    state.orgs.key_cache.ttl = 5
 
 
 async def _rate_limit_history(results: dict[str, Any]) -> None:
-    """Litestar's RateLimitMiddleware: per request, decode the key's history and store it re-encoded."""
+    """Why Billfold counts its own windows: Litestar's stock RateLimitMiddleware decodes the key's
+    whole history and stores it re-encoded on every request (Billfold's counter is one increment)."""
     from litestar.middleware.rate_limit import CacheObject
     from litestar.serialization import decode_json, encode_json
     from litestar.stores.memory import MemoryStore
 
-    print("Litestar rate limiting, per request, by requests already in the key's window:")
+    print("Litestar's stock rate limiting (not used by Billfold), per request, by requests in the window:")
     store = MemoryStore()
 
     async def clear_store() -> None:
