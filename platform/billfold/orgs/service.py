@@ -9,7 +9,7 @@ import uuid
 
 import msgspec
 import pluggy
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billfold.config import BillfoldConfig
@@ -21,6 +21,11 @@ from billfold.plugins import call_all
 
 organizations = table_of(Organization)
 api_keys = table_of(ApiKey)
+
+_LIVE_KEY = select(api_keys.c.org_id).where(
+    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
+"""The key lookup, built once (building it and its cache key per miss cost ~45 µs)."""
 
 
 class OrgRow(msgspec.Struct, frozen=True):
@@ -199,13 +204,7 @@ class OrgService:
             return cached
         generation = self.key_cache.generation
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(api_keys.c.org_id).where(
-                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
+            row = (await conn.execute(_LIVE_KEY, {"key_hash": key_hash})).first()
         if row is None:
             raise Unauthorized(
                 "the API key is unknown or revoked",
