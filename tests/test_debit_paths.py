@@ -9,6 +9,7 @@ transaction with the hooks inside it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import event
 
 from billfold import hookimpl
 from billfold.plugins import create_plugin_manager
-from conftest import assert_error, open_client, verify
+from conftest import ADMIN, assert_error, open_client, verify
 
 
 class LowBalanceWatcher:
@@ -50,24 +51,42 @@ class EveryEntryWatcher:
 
 
 class Statements:
-    """Every statement the app sends, with the isolation level of the connection it used."""
+    """What the app sends to the database: through SQLAlchemy (``via_sqlalchemy``), and on
+    PostgreSQL everything asyncpg itself logs on the pool's connections (``on_the_wire``: simple
+    queries such as BEGIN and COMMIT, and statements run on the driver connection directly)."""
 
     def __init__(self, engine: Any) -> None:
-        self.seen: list[tuple[str, str | None]] = []
+        self.engine = engine
+        self.via_sqlalchemy: list[str] = []
+        self.on_the_wire: list[str] = []
         event.listen(engine.sync_engine, "before_cursor_execute", self._record)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine.sync_engine, "connect", self._log_driver)
 
-    def _record(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        words = " ".join(statement.split()[:3]).upper()
-        if "API_KEYS" in words:
-            return  # the key lookup (the tests run without the key cache)
-        self.seen.append((words, conn.get_execution_options().get("isolation_level")))
+    async def start(self) -> Statements:
+        await self.engine.dispose()  # new connections, each with the query logger
+        return self
 
-    def take(self) -> list[tuple[str, str | None]]:
-        seen, self.seen = self.seen, []
-        return seen
+    def _record(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.via_sqlalchemy.append(_words(statement))
+
+    def _log_driver(self, _dbapi: Any, record: Any) -> None:
+        record.driver_connection.add_query_logger(
+            lambda logged: self.on_the_wire.append(_words(logged.query))
+        )
+
+    async def take(self) -> tuple[list[str], list[str]]:
+        await asyncio.sleep(0.05)  # asyncpg calls its query loggers with call_soon
+        taken = (self.via_sqlalchemy, self.on_the_wire)
+        self.via_sqlalchemy, self.on_the_wire = [], []
+        return taken
 
 
-ALONE = ("WITH ACCOUNT AS", "AUTOCOMMIT")
+def _words(statement: str) -> str:
+    return " ".join(statement.split()[:3]).upper()
+
+
+ALONE = "WITH ACCOUNT AS"
 
 
 @pytest.fixture
@@ -79,9 +98,14 @@ def watcher() -> LowBalanceWatcher:
 async def state(make_state, watcher):
     pm = create_plugin_manager()
     pm.register(watcher, name="low-balance-watcher")
-    app_state = make_state(pm=pm)
+    # keys stay cached, so a request's statements are the charge's alone
+    app_state = make_state({"auth": {"key_cache_seconds": 300}}, pm=pm)
     yield app_state
     await app_state.close()
+
+
+async def _warm(client, tenant) -> None:
+    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).status_code == 200
 
 
 async def _charge(client, tenant, amount: int, **headers: str):
@@ -95,16 +119,22 @@ async def test_a_charge_above_every_watched_level_is_one_self_committing_stateme
 ):
     tenant = await new_tenant(balance=1000)
     assert not state.ledger.debits_need_transaction()
-    statements = Statements(state.engine)
+    await _warm(client, tenant)
+    statements = await Statements(state.engine).start()
 
     charged = await _charge(client, tenant, 600)
     assert charged.status_code == 201, charged.text
     assert charged.json()["balance"]["free"] == 400
-    sent = statements.take()
+    via_sqlalchemy, on_the_wire = await statements.take()
     if is_postgres:
-        assert sent == [ALONE]
+        assert on_the_wire == [ALONE]  # no BEGIN, no COMMIT: the statement commits by itself
+        assert via_sqlalchemy == []
     else:
-        assert ALONE not in sent and sent  # SQLite: the portable transaction
+        assert via_sqlalchemy[:3] == [
+            "BEGIN IMMEDIATE",
+            "UPDATE LEDGER_ACCOUNTS SET",
+            "INSERT INTO LEDGER_ENTRIES",
+        ]
     assert watcher.below == []
     assert await verify(state) == []
 
@@ -114,16 +144,19 @@ async def test_crossing_a_watched_level_redoes_the_charge_in_a_transaction_with_
 ):
     tenant = await new_tenant(balance=1000)
     await _charge(client, tenant, 600)
-    statements = Statements(state.engine)
+    await _warm(client, tenant)
+    statements = await Statements(state.engine).start()
 
     charged = await _charge(client, tenant, 200)
     assert charged.status_code == 201, charged.text
     assert charged.json()["balance"]["free"] == 200
     assert watcher.below == [(200, True, 1)]
-    sent = statements.take()
+    via_sqlalchemy, on_the_wire = await statements.take()
     if is_postgres:
-        assert sent[0] == ALONE  # refused by the watermark, nothing written...
-        assert all(level is None for _, level in sent[1:])  # ...then the transaction
+        # refused by the watermark, nothing written; then the transaction with the hook inside
+        assert on_the_wire[0] == ALONE
+        assert on_the_wire[1].startswith("BEGIN") and on_the_wire[-1] == "COMMIT;"
+        assert via_sqlalchemy[0] == ALONE
     assert [e["amount_cents"] for e in await _entries(client, tenant)] == [1000, -600, -200]
     assert await verify(state) == []
 
@@ -142,13 +175,17 @@ async def test_a_refusal_for_funds_is_the_same_402_and_writes_nothing(
 
 async def test_an_idempotency_key_always_takes_the_transaction(client, new_tenant, state, is_postgres):
     tenant = await new_tenant(balance=1000)
-    statements = Statements(state.engine)
+    await _warm(client, tenant)
+    statements = await Statements(state.engine).start()
     first = await _charge(client, tenant, 100, **{"Idempotency-Key": "k1"})
     again = await _charge(client, tenant, 100, **{"Idempotency-Key": "k1"})
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert ALONE not in statements.take()
+    via_sqlalchemy, on_the_wire = await statements.take()
+    assert ALONE not in on_the_wire
+    if is_postgres:
+        assert on_the_wire.count("COMMIT;") == 2 and via_sqlalchemy.count(ALONE) == 1
     assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 900
 
 
@@ -156,12 +193,10 @@ async def test_a_plugin_on_every_entry_keeps_every_debit_in_a_transaction(make_s
     every = EveryEntryWatcher()
     pm = create_plugin_manager()
     pm.register(every, name="every-entry")
-    state = make_state(pm=pm)
+    state = make_state({"auth": {"key_cache_seconds": 300}}, pm=pm)
     try:
         assert state.ledger.debits_need_transaction()
         async with open_client(state) as client:
-            from conftest import ADMIN
-
             created = (
                 await client.post("/v1/admin/organizations", json={"name": "Audited"}, headers=ADMIN)
             ).json()
@@ -171,10 +206,14 @@ async def test_a_plugin_on_every_entry_keeps_every_debit_in_a_transaction(make_s
                 json={"amount_cents": 1000, "description": "opening"},
                 headers=ADMIN,
             )
-            statements = Statements(state.engine)
+            assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
+            statements = await Statements(state.engine).start()
             charged = await client.post("/v1/billing/charges", json={"amount_cents": 10}, headers=headers)
             assert charged.status_code == 201, charged.text
-            assert ALONE not in statements.take()
+            via_sqlalchemy, on_the_wire = await statements.take()
+            assert ALONE not in on_the_wire
+            if is_postgres:
+                assert via_sqlalchemy == [ALONE] and on_the_wire[-1] == "COMMIT;"
             assert every.seen == [1000, -10]
     finally:
         await state.close()
@@ -184,3 +223,34 @@ async def _entries(client, tenant) -> list[dict[str, Any]]:
     page = await client.get("/v1/billing/transactions", params={"limit": 200}, headers=tenant.headers)
     assert page.status_code == 200, page.text
     return list(page.json()["data"])
+
+
+async def test_a_charge_cancelled_while_waiting_for_the_row_leaves_the_ledger_whole(
+    client, new_tenant, state, is_postgres
+):
+    """A client that goes away mid-statement (the request task is cancelled while PostgreSQL waits
+    for the account row): the statement either committed whole or not at all, and the pool's
+    connection that was interrupted is not handed out again half-used."""
+    if not is_postgres:
+        pytest.skip("the single-statement path is PostgreSQL's")
+    tenant = await new_tenant(balance=1000)
+    await _warm(client, tenant)
+    blocker = await state.engine.connect()
+    await blocker.exec_driver_sql(
+        f"SELECT 1 FROM ledger_accounts WHERE org_id = '{tenant.org_id}' FOR UPDATE"
+    )  # holds the row lock until rollback
+    waiting = asyncio.create_task(_charge(client, tenant, 100))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # blocked on the row
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await blocker.rollback()
+    await blocker.close()
+
+    for _ in range(25):  # more charges than the pool has connections: every one of them works
+        assert (await _charge(client, tenant, 10)).status_code == 201
+    entries = [e["amount_cents"] for e in await _entries(client, tenant)]
+    free = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"]
+    assert free == sum(entries) and free in (750, 650)  # the cancelled 100 counted once or not at all
+    assert await verify(state) == []

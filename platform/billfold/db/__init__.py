@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from billfold.db.base import BigIntId, JsonDict, dialect_insert, metadata, new_id, table_of, utcnow
-from billfold.db.engine import create_engine, dialect_name
+from billfold.db.engine import create_engine, dialect_name, driver_connection
 
 __all__ = [
     "BigIntId",
@@ -11,6 +11,7 @@ __all__ = [
     "create_engine",
     "dialect_insert",
     "dialect_name",
+    "driver_connection",
     "metadata",
     "new_id",
     "table_of",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import greenlet_spawn
 
 from billfold.config import DatabaseConfig
 
@@ -51,3 +54,21 @@ def create_engine(config: DatabaseConfig) -> AsyncEngine:
         return engine
     kwargs.update(pool_size=config.pool_size, max_overflow=config.max_overflow, pool_pre_ping=False)
     return create_async_engine(url, **kwargs)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A connection of the engine's pool as the driver's own object (asyncpg's Connection),
+    outside any transaction, so each statement commits by itself.
+
+    For the one statement of the charge hot path: SQLAlchemy's connect/execute/close around it
+    cost more CPU than the statement itself (bench/breakdown.py). The connection comes from and
+    returns to the same pool; one that failed mid-statement is discarded rather than reused."""
+    raw = await engine.raw_connection()
+    try:
+        yield raw.driver_connection
+    except BaseException as error:
+        await greenlet_spawn(raw.invalidate, error if isinstance(error, Exception) else None)
+        raise
+    else:
+        await greenlet_spawn(raw.close)

@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 import pluggy
-from sqlalchemy import and_, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.db import new_id, table_of, utcnow
+from billfold.db import driver_connection, new_id, table_of, utcnow
 from billfold.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
 from billfold.ledger.models import Account, Entry, Hold
 from billfold.plugins import call_all
@@ -155,42 +155,38 @@ def _hold(row: Any) -> HoldRow:
     )
 
 
-_POST_POSTGRES = text(
-    """
-    WITH account AS (
-        UPDATE ledger_accounts
-        SET free_cents = free_cents + CAST(:free_delta AS bigint),
-            reserved_cents = reserved_cents + CAST(:reserved_delta_cents AS bigint),
-            entry_count = entry_count + 1,
-            updated_at = CAST(:created_at AS timestamptz)
-        WHERE org_id = CAST(:org_id AS uuid)
-          AND (NOT CAST(:require_funds AS boolean)
-               OR free_cents + CAST(:free_delta AS bigint) >= -overage_limit_cents)
-          AND (NOT CAST(:stay_above_watermark AS boolean) OR watermark_cents IS NULL
-               OR free_cents + CAST(:free_delta AS bigint) >= watermark_cents)
-        RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watermark_cents
-    ), entry AS (
-        INSERT INTO ledger_entries (
-            org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
-            description, metadata, call_id, phone_number_id, phone_number_value, hold_id, reference,
-            created_at)
-        SELECT org_id, CAST(:kind AS varchar), CAST(:amount_cents AS bigint),
-               CAST(:reserved_delta_cents AS bigint), free_cents, reserved_cents,
-               CAST(:description AS varchar), CAST(CAST(:metadata AS text) AS jsonb),
-               CAST(:call_id AS bigint), CAST(:phone_number_id AS bigint),
-               CAST(:phone_number_value AS varchar), CAST(:hold_id AS uuid),
-               CAST(:reference AS varchar), CAST(:created_at AS timestamptz)
-        FROM account
-        RETURNING id
-    )
-    SELECT account.*, entry.id AS entry_id FROM account, entry
-    """
+_POST_POSTGRES = """
+WITH account AS (
+    UPDATE ledger_accounts
+    SET free_cents = free_cents + $1::bigint,
+        reserved_cents = reserved_cents + $2::bigint,
+        entry_count = entry_count + 1,
+        updated_at = $3::timestamptz
+    WHERE org_id = $4::uuid
+      AND (NOT $5::boolean OR free_cents + $1::bigint >= -overage_limit_cents)
+      AND (NOT $6::boolean OR watermark_cents IS NULL OR free_cents + $1::bigint >= watermark_cents)
+    RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watermark_cents
+), entry AS (
+    INSERT INTO ledger_entries (
+        org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
+        description, metadata, call_id, phone_number_id, phone_number_value, hold_id, reference,
+        created_at)
+    SELECT org_id, $7::varchar, $8::bigint, $2::bigint, free_cents, reserved_cents,
+           $9::varchar, $10::text::jsonb, $11::bigint, $12::bigint, $13::varchar, $14::uuid,
+           $15::varchar, $3::timestamptz
+    FROM account
+    RETURNING id
 )
+SELECT account.org_id, account.currency, account.free_cents, account.reserved_cents,
+       account.overage_limit_cents, account.watermark_cents, entry.id
+FROM account, entry
+"""
 """The PostgreSQL form of LedgerService._post (same semantics as the Core statements it replaces
-there): SQLAlchemy compiles this constant once, where the Core UPDATE and INSERT are rebuilt on
-every call. With ``stay_above_watermark`` it also refuses a write that would leave the free balance
-below the account's watermark: LedgerService.charge_alone runs it as a self-committing statement
-and needs to know that no in-transaction reaction was due."""
+there), in asyncpg's own parameter style so that it runs as it is both through SQLAlchemy
+(``exec_driver_sql``, inside a transaction) and on the pooled driver connection
+(``charge_alone``, self-committing); parameters in the order of ``_post_parameters``. With $6
+(stay above the watermark) it also refuses a write that would leave the free balance below the
+account's watermark: ``charge_alone`` needs to know that no in-transaction reaction was due."""
 
 
 class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,6 +214,39 @@ class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def _post_parameters(entry: _NewEntry, *, require_funds: bool, stay_above_watermark: bool) -> tuple[Any, ...]:
+    return (
+        entry.amount_cents - entry.reserved_delta_cents,
+        entry.reserved_delta_cents,
+        entry.created_at,
+        entry.org_id,
+        require_funds,
+        stay_above_watermark,
+        entry.kind,
+        entry.amount_cents,
+        entry.description,
+        msgspec.json.encode(entry.metadata).decode(),
+        entry.call_id,
+        entry.phone_number_id,
+        entry.phone_number_value,
+        entry.hold_id,
+        entry.reference,
+    )
+
+
+def _posted_row(entry: _NewEntry, row: Any) -> tuple[AccountRow, int]:
+    """The account and entry id from a row of _POST_POSTGRES (SQLAlchemy Row or asyncpg Record)."""
+    account = AccountRow(
+        org_id=entry.org_id,
+        currency=row[1],
+        free_cents=row[2],
+        reserved_cents=row[3],
+        overage_limit_cents=row[4],
+        watermark_cents=row[5],
+    )
+    return account, row[6]
+
+
 class Posted(msgspec.Struct, frozen=True):
     entry: EntryRow
     account: AccountRow
@@ -235,7 +264,6 @@ class LedgerService:
     def __init__(self, pm: pluggy.PluginManager, state: Any = None) -> None:
         self._hook = pm.hook
         self._state = state
-        self._autocommit: AsyncEngine | None = None
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -358,34 +386,13 @@ class LedgerService:
         return account, entry_id
 
     async def _write_postgres(
-        self,
-        conn: AsyncConnection,
-        entry: _NewEntry,
-        *,
-        require_funds: bool,
-        stay_above_watermark: bool = False,
+        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
     ) -> tuple[AccountRow, int] | None:
         """The PostgreSQL write path: the same UPDATE and INSERT as one constant statement
-        (one round trip, compiled once)."""
-        params = msgspec.structs.asdict(entry)
-        params.update(
-            free_delta=entry.amount_cents - entry.reserved_delta_cents,
-            require_funds=require_funds,
-            stay_above_watermark=stay_above_watermark,
-            metadata=msgspec.json.encode(entry.metadata).decode(),
-        )
-        row = (await conn.execute(_POST_POSTGRES, params)).first()
-        if row is None:
-            return None
-        account = AccountRow(
-            org_id=row.org_id,
-            currency=row.currency,
-            free_cents=row.free_cents,
-            reserved_cents=row.reserved_cents,
-            overage_limit_cents=row.overage_limit_cents,
-            watermark_cents=row.watermark_cents,
-        )
-        return account, row.entry_id
+        (one round trip, no compilation)."""
+        params = _post_parameters(entry, require_funds=require_funds, stay_above_watermark=False)
+        row = (await conn.exec_driver_sql(_POST_POSTGRES, params)).first()
+        return None if row is None else _posted_row(entry, row)
 
     async def _refusal(self, conn: AsyncConnection, org_id: uuid.UUID, free_delta: int) -> PaymentRequired:
         current = await self.account(conn, org_id)  # raises 404 when there is no account
@@ -477,12 +484,11 @@ class LedgerService:
                 phone_number_id=phone_number_id,
                 phone_number_value=phone_number_value,
             )
-            async with self._autocommit_engine().connect() as conn:
-                written = await self._write_postgres(
-                    conn, entry, require_funds=True, stay_above_watermark=True
-                )
-            if written is not None:
-                account, entry_id = written
+            params = _post_parameters(entry, require_funds=True, stay_above_watermark=True)
+            async with driver_connection(engine) as driver:
+                row = await driver.fetchrow(_POST_POSTGRES, *params)
+            if row is not None:
+                account, entry_id = _posted_row(entry, row)
                 return Posted(entry=entry.written(entry_id, account), account=account)
         async with engine.begin() as conn:
             return await self.charge(
@@ -502,11 +508,6 @@ class LedgerService:
             self._hook.billfold_authorize_debit.get_hookimpls()
             or self._hook.billfold_ledger_entry_written.get_hookimpls()
         )
-
-    def _autocommit_engine(self) -> AsyncEngine:
-        if self._autocommit is None:
-            self._autocommit = self._state.engine.execution_options(isolation_level="AUTOCOMMIT")
-        return self._autocommit
 
     async def credit(
         self,
