@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
 from billfold.errors import Forbidden, Unauthorized
@@ -54,7 +55,7 @@ def app_state(connection: ASGIConnection[Any, Any, Any, Any]) -> AppState:
     return state
 
 
-async def provide_tenant(request: Request[Any, Any, Any], app_state: AppState) -> Tenant:
+async def provide_tenant(request: Request[Any, Any, Any], app_state: NamedDependency[AppState]) -> Tenant:
     # Depending on `app_state` makes Litestar resolve the two dependencies one after the other,
     # not in a task group per request (measurable on the charge path).
     org_id = await app_state.orgs.authenticate(bearer_token(request))

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.api.auth import Tenant, provide_state, provide_tenant
@@ -69,7 +69,11 @@ class LedgerController(Controller):
 
     @post("/charges", operation_id="CreateCharge", summary="Debit the balance (402 when short)")
     async def create_charge(
-        self, request: Request[Any, Any, Any], data: ChargeIn, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChargeIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> Response[bytes]:
         fields: dict[str, Any] = {
             "description": data.description,
@@ -98,7 +102,11 @@ class LedgerController(Controller):
 
     @post("/holds", operation_id="CreateHold", summary="Reserve money for an in-flight operation")
     async def create_hold(
-        self, request: Request[Any, Any, Any], data: HoldIn, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[HoldIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> Response[bytes]:
         limits = app_state.config.holds
         expires_in = (
@@ -124,7 +132,12 @@ class LedgerController(Controller):
         return await money_write(app_state, request, tenant.org_id, work)
 
     @get("/holds/{hold_id:uuid}", operation_id="GetHold")
-    async def get_hold(self, hold_id: uuid.UUID, tenant: Tenant, app_state: AppState) -> HoldOut:
+    async def get_hold(
+        self,
+        hold_id: FromPath[uuid.UUID],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+    ) -> HoldOut:
         async with app_state.engine.connect() as conn:
             return to_hold(await app_state.ledger.get_hold(conn, tenant.org_id, hold_id))
 
@@ -134,10 +147,10 @@ class LedgerController(Controller):
     async def capture_hold(
         self,
         request: Request[Any, Any, Any],
-        hold_id: uuid.UUID,
-        tenant: Tenant,
-        app_state: AppState,
-        data: CaptureIn | None = None,
+        hold_id: FromPath[uuid.UUID],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+        data: JSONBody[CaptureIn | None] = None,
     ) -> Response[bytes]:
         body = data or CaptureIn()
 
@@ -151,7 +164,11 @@ class LedgerController(Controller):
 
     @post("/holds/{hold_id:uuid}/release", operation_id="ReleaseHold", summary="Release a hold")
     async def release_hold(
-        self, request: Request[Any, Any, Any], hold_id: uuid.UUID, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        hold_id: FromPath[uuid.UUID],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> Response[bytes]:
         async def work(conn: AsyncConnection) -> HoldResult:
             hold, posted = await app_state.ledger.release(conn, tenant.org_id, hold_id)
@@ -160,15 +177,17 @@ class LedgerController(Controller):
         return await money_write(app_state, request, tenant.org_id, work, status_code=200)
 
     @get("/balance", operation_id="GetBalance", summary="free, reserved and total, in minor units")
-    async def get_balance(self, tenant: Tenant, app_state: AppState) -> Balance:
+    async def get_balance(
+        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> Balance:
         async with app_state.engine.connect() as conn:
             return to_balance(await app_state.ledger.account(conn, tenant.org_id))
 
     @get("/transactions", operation_id="ListTransactions", summary="Ledger entries, offset or cursor paged")
     async def list_transactions(
         self,
-        tenant: Tenant,
-        app_state: AppState,
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
         limit: Annotated[str | None, Parameter(description="1-200, default 50")] = None,
         offset: Annotated[int | None, Parameter(ge=0)] = None,
         kind: Annotated[
@@ -177,11 +196,11 @@ class LedgerController(Controller):
                 description="credit, debit, adjustment, refund, hold, capture, release; comma separated"
             ),
         ] = None,
-        start_date: str | None = None,
-        end_date: str | None = None,
-        cursor: str | None = None,
-        from_: Annotated[str | None, Parameter(query="from")] = None,
-        to: str | None = None,
+        start_date: FromQuery[str | None] = None,
+        end_date: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        from_: Annotated[str | None, QueryParameter(name="from")] = None,
+        to: FromQuery[str | None] = None,
         order: Annotated[str, Parameter(description="asc (oldest first, default) or desc")] = "asc",
     ) -> TransactionPage:
         page_size = parse_limit(limit)
@@ -230,7 +249,12 @@ class CreditsController(Controller):
     dependencies = TENANT_DEPENDENCIES
 
     @get("/credits", operation_id="GetCredits")
-    async def get_credits(self, organization_id: str, tenant: Tenant, app_state: AppState) -> CreditsOut:
+    async def get_credits(
+        self,
+        organization_id: FromPath[str],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+    ) -> CreditsOut:
         org_id = tenant.require(organization_id)
         async with app_state.engine.connect() as conn:
             account = await app_state.ledger.account(conn, org_id)
@@ -245,11 +269,11 @@ class CreditsController(Controller):
     @get("/credits/history", operation_id="GetCreditHistory")
     async def get_credit_history(
         self,
-        organization_id: str,
-        tenant: Tenant,
-        app_state: AppState,
-        limit: str | None = None,
-        cursor: str | None = None,
+        organization_id: FromPath[str],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+        limit: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
     ) -> CreditHistoryPage:
         org_id = tenant.require(organization_id)
         page_size = parse_limit(limit)

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.api.auth import Tenant, admin_guard, provide_state
@@ -55,7 +56,9 @@ class AdminController(Controller):
     dependencies = {"app_state": Provide(provide_state, sync_to_thread=False)}
 
     @post("/organizations", operation_id="AdminCreateOrganization")
-    async def create_organization(self, data: OrganizationCreate, app_state: AppState) -> OrganizationCreated:
+    async def create_organization(
+        self, data: JSONBody[OrganizationCreate], app_state: NamedDependency[AppState]
+    ) -> OrganizationCreated:
         async with app_state.engine.begin() as conn:
             org = await app_state.orgs.create(
                 conn,
@@ -76,27 +79,38 @@ class AdminController(Controller):
         )
 
     @get("/organizations/{org_id:uuid}", operation_id="AdminGetOrganization")
-    async def get_organization(self, org_id: uuid.UUID, app_state: AppState) -> OrganizationOut:
+    async def get_organization(
+        self, org_id: FromPath[uuid.UUID], app_state: NamedDependency[AppState]
+    ) -> OrganizationOut:
         async with app_state.engine.connect() as conn:
             return _org_out(await app_state.orgs.get(conn, org_id))
 
     @post("/organizations/{org_id:uuid}/keys", operation_id="AdminCreateKey")
     async def create_key(
-        self, org_id: uuid.UUID, app_state: AppState, data: KeyCreate | None = None
+        self,
+        org_id: FromPath[uuid.UUID],
+        app_state: NamedDependency[AppState],
+        data: JSONBody[KeyCreate | None] = None,
     ) -> KeyCreated:
         async with app_state.engine.begin() as conn:
             key = await app_state.orgs.issue_key(conn, org_id, name=(data or KeyCreate()).name)
         return KeyCreated(id=key.id, organization_id=key.org_id, prefix=key.prefix, api_key=key.api_key)
 
     @post("/keys/{key_id:uuid}/revoke", operation_id="AdminRevokeKey", status_code=200)
-    async def revoke_key(self, key_id: uuid.UUID, app_state: AppState) -> KeyRevoked:
+    async def revoke_key(
+        self, key_id: FromPath[uuid.UUID], app_state: NamedDependency[AppState]
+    ) -> KeyRevoked:
         async with app_state.engine.begin() as conn:
             await app_state.orgs.revoke_key(conn, key_id)
         return KeyRevoked(id=key_id)
 
     @post("/organizations/{org_id:uuid}/adjustments", operation_id="AdminAdjust")
     async def adjust(
-        self, request: Request[Any, Any, Any], org_id: uuid.UUID, data: AdjustmentIn, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[uuid.UUID],
+        data: JSONBody[AdjustmentIn],
+        app_state: NamedDependency[AppState],
     ) -> Response[bytes]:
         async def work(conn: AsyncConnection) -> LedgerWriteOut:
             posted = await app_state.ledger.adjust(
@@ -108,7 +122,11 @@ class AdminController(Controller):
 
     @post("/organizations/{org_id:uuid}/refunds", operation_id="AdminRefund")
     async def refund(
-        self, request: Request[Any, Any, Any], org_id: uuid.UUID, data: RefundIn, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[uuid.UUID],
+        data: JSONBody[RefundIn],
+        app_state: NamedDependency[AppState],
     ) -> Response[bytes]:
         async def work(conn: AsyncConnection) -> LedgerWriteOut:
             posted = await app_state.ledger.refund(
@@ -119,7 +137,9 @@ class AdminController(Controller):
         return await money_write(app_state, request, org_id, work)
 
     @put("/organizations/{org_id:uuid}/overage", operation_id="AdminSetOverage")
-    async def set_overage(self, org_id: uuid.UUID, data: OverageIn, app_state: AppState) -> dict[str, int]:
+    async def set_overage(
+        self, org_id: FromPath[uuid.UUID], data: JSONBody[OverageIn], app_state: NamedDependency[AppState]
+    ) -> dict[str, int]:
         async with app_state.engine.begin() as conn:
             await app_state.ledger.account(conn, org_id)
             await app_state.ledger.set_overage_limit(conn, org_id, data.overage_limit_cents)
@@ -134,7 +154,12 @@ class KeysController(Controller):
     dependencies = TENANT_DEPENDENCIES
 
     @post("/{key_id:uuid}/revoke", operation_id="RevokeOwnKey", status_code=200)
-    async def revoke(self, key_id: uuid.UUID, tenant: Tenant, app_state: AppState) -> KeyRevoked:
+    async def revoke(
+        self,
+        key_id: FromPath[uuid.UUID],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+    ) -> KeyRevoked:
         async with app_state.engine.begin() as conn:
             await app_state.orgs.revoke_key(conn, key_id, org_id=tenant.org_id)
         return KeyRevoked(id=key_id)

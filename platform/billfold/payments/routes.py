@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, get, patch, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 
 from billfold.api.auth import Tenant, provide_state
 from billfold.api.writes import IDEMPOTENCY_HEADER
@@ -69,13 +70,19 @@ class OrgBillingController(Controller):
     dependencies = TENANT_DEPENDENCIES
 
     @get("/", operation_id="GetOrgBillingAccount")
-    async def get_account(self, org_id: str, tenant: Tenant, app_state: AppState) -> BillingAccount:
+    async def get_account(
+        self, org_id: FromPath[str], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> BillingAccount:
         tenant.require(org_id)
         return await _account(app_state, tenant)
 
     @patch("/", operation_id="UpdateOrgBillingAccount")
     async def patch_account(
-        self, org_id: str, data: BillingAccountPatch, tenant: Tenant, app_state: AppState
+        self,
+        org_id: FromPath[str],
+        data: JSONBody[BillingAccountPatch],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> BillingAccount:
         tenant.require(org_id)
         return await _patch_account(app_state, tenant, data)
@@ -89,22 +96,34 @@ class BillingController(Controller):
     dependencies = TENANT_DEPENDENCIES
 
     @get("/", operation_id="GetBillingAccount")
-    async def get_account(self, tenant: Tenant, app_state: AppState) -> BillingAccount:
+    async def get_account(
+        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> BillingAccount:
         return await _account(app_state, tenant)
 
     @patch("/", operation_id="UpdateBillingAccount")
     async def patch_account(
-        self, data: BillingAccountPatch, tenant: Tenant, app_state: AppState
+        self,
+        data: JSONBody[BillingAccountPatch],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> BillingAccount:
         return await _patch_account(app_state, tenant, data)
 
     @get("/auto-reload", operation_id="GetAutoReload")
-    async def get_auto_reload(self, tenant: Tenant, app_state: AppState) -> AutoReload:
+    async def get_auto_reload(
+        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> AutoReload:
         async with app_state.engine.connect() as conn:
             return to_auto_reload(await app_state.payments.billing_view(conn, tenant.org_id))
 
     @put("/auto-reload", operation_id="PutAutoReload")
-    async def put_auto_reload(self, data: AutoReloadPut, tenant: Tenant, app_state: AppState) -> AutoReload:
+    async def put_auto_reload(
+        self,
+        data: JSONBody[AutoReloadPut],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+    ) -> AutoReload:
         async with app_state.engine.begin() as conn:
             view = await app_state.payments.update_auto_reload(
                 conn, tenant.org_id, data.change(), AUTO_RELOAD_NAMES
@@ -121,7 +140,10 @@ class OrganizationBillingController(Controller):
 
     @get("/", operation_id="GetOrganizationBilling")
     async def get_billing(
-        self, organization_id: str, tenant: Tenant, app_state: AppState
+        self,
+        organization_id: FromPath[str],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> OrganizationBilling:
         org_id = tenant.require(organization_id)
         async with app_state.engine.connect() as conn:
@@ -129,7 +151,11 @@ class OrganizationBillingController(Controller):
 
     @patch("/", operation_id="UpdateOrganizationBilling")
     async def patch_billing(
-        self, organization_id: str, data: OrganizationBillingPatch, tenant: Tenant, app_state: AppState
+        self,
+        organization_id: FromPath[str],
+        data: JSONBody[OrganizationBillingPatch],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> OrganizationBilling:
         org_id = tenant.require(organization_id)
         async with app_state.engine.begin() as conn:
@@ -190,12 +216,19 @@ class OrgPaymentsController(Controller):
 
     @post("/top-up", operation_id="OrgTopUp")
     async def top_up(
-        self, request: Request[Any, Any, Any], org_id: str, data: TopUpIn, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        data: JSONBody[TopUpIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> TopUpOut:
         return await _top_up(app_state, request, tenant.require(org_id), data)
 
     @post("/setup-intent", operation_id="OrgSetupIntent")
-    async def setup_intent(self, org_id: str, tenant: Tenant, app_state: AppState) -> SetupIntentOut:
+    async def setup_intent(
+        self, org_id: FromPath[str], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> SetupIntentOut:
         return _setup_out(await app_state.payments.create_setup_intent(tenant.require(org_id)))
 
 
@@ -208,13 +241,21 @@ class PaymentsController(Controller):
 
     @post("/top-up", operation_id="TopUp")
     async def top_up(
-        self, request: Request[Any, Any, Any], data: TopUpIn, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[TopUpIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> TopUpOut:
         return await _top_up(app_state, request, tenant.org_id, data)
 
     @post("/topup", operation_id="TopUpMajorUnits")
     async def topup_major(
-        self, request: Request[Any, Any, Any], data: MajorTopUpIn, tenant: Tenant, app_state: AppState
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[MajorTopUpIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> TopUpOut:
         async with app_state.engine.connect() as conn:
             account = await app_state.ledger.account(conn, tenant.org_id)
@@ -233,18 +274,25 @@ class PaymentsController(Controller):
         return _top_up_out(result)
 
     @post("/setup-intent", operation_id="SetupIntent")
-    async def setup_intent(self, tenant: Tenant, app_state: AppState) -> SetupIntentOut:
+    async def setup_intent(
+        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> SetupIntentOut:
         return _setup_out(await app_state.payments.create_setup_intent(tenant.org_id))
 
     @post("/default-payment-method", operation_id="SetDefaultPaymentMethod", status_code=200)
     async def default_payment_method(
-        self, data: DefaultMethodIn, tenant: Tenant, app_state: AppState
+        self,
+        data: JSONBody[DefaultMethodIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> BillingAccount:
         await app_state.payments.add_payment_method(tenant.org_id, data.payment_method_id, make_default=True)
         return await _account(app_state, tenant)
 
     @get("/payment-methods", operation_id="ListPaymentMethods")
-    async def list_payment_methods(self, tenant: Tenant, app_state: AppState) -> PaymentMethodList:
+    async def list_payment_methods(
+        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> PaymentMethodList:
         rows, default_id = await app_state.payments.list_methods(tenant.org_id)
         return PaymentMethodList(
             data=[_method_out(r, default_id) for r in rows], default_payment_method_id=default_id
@@ -252,7 +300,10 @@ class PaymentsController(Controller):
 
     @post("/payment-methods", operation_id="AddPaymentMethod")
     async def add_payment_method(
-        self, data: PaymentMethodIn, tenant: Tenant, app_state: AppState
+        self,
+        data: JSONBody[PaymentMethodIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> PaymentMethodOut:
         method = await app_state.payments.add_payment_method(
             tenant.org_id, data.payment_method_id, make_default=data.make_default
@@ -262,7 +313,12 @@ class PaymentsController(Controller):
         return _method_out(row, default_id)
 
     @post("/checkout", operation_id="CreateCheckoutSession", status_code=200)
-    async def checkout(self, data: CheckoutIn, tenant: Tenant, app_state: AppState) -> SessionOut:
+    async def checkout(
+        self,
+        data: JSONBody[CheckoutIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+    ) -> SessionOut:
         session = await app_state.payments.checkout(
             tenant.org_id,
             amount_cents=data.amount_cents,
@@ -273,7 +329,9 @@ class PaymentsController(Controller):
         return SessionOut(session_id=session.id, url=session.url)
 
     @post("/portal", operation_id="CreatePortalSession", status_code=200)
-    async def portal(self, data: PortalIn, tenant: Tenant, app_state: AppState) -> SessionOut:
+    async def portal(
+        self, data: JSONBody[PortalIn], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+    ) -> SessionOut:
         session = await app_state.payments.portal(tenant.org_id, data.return_url)
         return SessionOut(session_id=session.id, url=session.url)
 
@@ -289,16 +347,20 @@ class OrganizationPaymentsController(Controller):
     async def top_up(
         self,
         request: Request[Any, Any, Any],
-        organization_id: str,
-        data: TopUpIn,
-        tenant: Tenant,
-        app_state: AppState,
+        organization_id: FromPath[str],
+        data: JSONBody[TopUpIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> TopUpOut:
         return await _top_up(app_state, request, tenant.require(organization_id), data)
 
     @post("/dev/complete-local", operation_id="CompleteLocalPayment", status_code=200)
     async def complete_local(
-        self, organization_id: str, tenant: Tenant, app_state: AppState, data: CompleteLocalIn | None = None
+        self,
+        organization_id: FromPath[str],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
+        data: JSONBody[CompleteLocalIn | None] = None,
     ) -> CompleteLocalOut:
         if app_state.config.is_production or app_state.provider.name != "local":
             raise NotFound("not found", code="not_found")
@@ -317,7 +379,10 @@ class OrganizationPaymentsController(Controller):
 
     @get("/auto-recharge/requires-action", operation_id="AutoRechargeRequiresAction")
     async def requires_action(
-        self, organization_id: str, tenant: Tenant, app_state: AppState
+        self,
+        organization_id: FromPath[str],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> RequiresActionOut:
         profile = await app_state.payments.requires_action(tenant.require(organization_id))
         return RequiresActionOut(
@@ -337,7 +402,10 @@ class CustomerBillingController(Controller):
 
     @post("/", operation_id="GetOrCreateCustomer", status_code=200)
     async def billing(
-        self, data: CustomerBillingIn, tenant: Tenant, app_state: AppState
+        self,
+        data: JSONBody[CustomerBillingIn],
+        tenant: NamedDependency[Tenant],
+        app_state: NamedDependency[AppState],
     ) -> CustomerBillingOut:
         customer_id = await app_state.payments.ensure_customer(tenant.org_id)
         price_ids = [p for p in (data.message_price_id, data.budget_price_id) if p]
@@ -399,7 +467,9 @@ async def _handle_webhook(request: Request[Any, Any, Any], app_state: AppState) 
     tags=["webhooks"],
     dependencies=_WEBHOOK_DEPENDENCIES,
 )
-async def stripe_webhook(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+async def stripe_webhook(
+    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
+) -> dict[str, Any]:
     """Provider webhooks (document 001's path)."""
     return await _handle_webhook(request, app_state)
 
@@ -411,7 +481,9 @@ async def stripe_webhook(request: Request[Any, Any, Any], app_state: AppState) -
     tags=["webhooks"],
     dependencies=_WEBHOOK_DEPENDENCIES,
 )
-async def webhooks_stripe(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+async def webhooks_stripe(
+    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
+) -> dict[str, Any]:
     """Provider webhooks (document 002's path): the same handler."""
     return await _handle_webhook(request, app_state)
 
