@@ -164,3 +164,35 @@ async def test_version_and_help(tmp_path):
     assert helped.returncode == 0
     for command in ("serve", "worker", "config", "db", "orgs", "keys", "ledger", "plugins"):
         assert command in helped.stdout
+
+
+async def test_refresh_watermarks_teaches_existing_accounts_the_watched_levels(migrated_db):
+    """An account that predates a watched level (here: auto-reload switched on behind the
+    ledger's back, as a newly installed plugin would) learns it from `ledger refresh-watermarks`."""
+    path, url = migrated_db
+    created = await cli("orgs", "create", "--name", "Stale", "--json", url=url)
+    assert created.returncode == 0, created.stderr
+    org_id = uuid.UUID(json.loads(created.stdout)["id"]).bytes
+
+    def watermark() -> int | None:
+        with sqlite3.connect(path) as db:
+            row = db.execute("SELECT watermark_cents FROM ledger_accounts WHERE org_id = ?", (org_id,))
+            value: int | None = row.fetchone()[0]
+            return value
+
+    before = watermark()
+    with sqlite3.connect(path) as db:
+        updated = db.execute(
+            "UPDATE billing_profiles SET auto_reload_enabled = 1, auto_reload_minimum_cents = 700, "
+            "auto_reload_amount_cents = 2000 WHERE org_id = ?",
+            (org_id,),
+        )
+        assert updated.rowcount == 1
+    assert watermark() == before  # the ledger was not told
+
+    refreshed = await cli("ledger", "refresh-watermarks", url=url)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "1 account(s), 1 changed" in refreshed.stdout
+    assert watermark() == 700
+    again = await cli("ledger", "refresh-watermarks", url=url)
+    assert "1 account(s), 0 changed" in again.stdout

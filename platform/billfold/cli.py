@@ -252,6 +252,34 @@ def ledger_verify() -> None:
     click.echo("ledger ok: every invariant holds")
 
 
+@ledger.command("refresh-watermarks")
+def ledger_refresh_watermarks() -> None:
+    """Ask the plugins again which balance levels they watch, for every account.
+
+    Run it after installing or reconfiguring a plugin that implements billfold_balance_watermarks:
+    accounts store the highest watched level, and only new organizations and settings changes
+    refresh it by themselves. One short transaction per account."""
+    from sqlalchemy import select
+
+    from billfold.db import table_of
+    from billfold.ledger.models import Account
+
+    accounts = table_of(Account)
+
+    async def go(state: Any) -> tuple[int, int]:
+        async with state.engine.connect() as conn:
+            before = dict((await conn.execute(select(accounts.c.org_id, accounts.c.watermark_cents))).all())
+        changed = 0
+        for org_id, old in before.items():
+            async with state.engine.begin() as conn:
+                if await state.ledger.refresh_watermark(conn, org_id) != old:
+                    changed += 1
+        return len(before), changed
+
+    total, changed = _run(go)
+    click.echo(f"watermarks refreshed: {total} account(s), {changed} changed")
+
+
 @main.group()
 def plugins() -> None:
     """Plugins."""
