@@ -255,3 +255,44 @@ async def test_rate_limit_in_redis_is_shared_by_processes(make_state):
     finally:
         await first.engine.dispose()
         await second.engine.dispose()
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(client, tenant, caplog):
+    """The client sends its headers and goes away before the body: nothing is charged, and the
+    log says 499 client_closed_request at INFO, not an ERROR with a 500."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/billing/charges",
+        "raw_path": b"/v1/billing/charges",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", tenant.headers["Authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"40"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver.local", 80),
+        "state": {},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    caplog.set_level(logging.INFO, logger="billfold")
+    await app(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    lines = [r for r in caplog.records if r.name.startswith("billfold")]
+    assert any("499 client_closed_request" in r.getMessage() for r in lines), lines
+    assert not [r for r in lines if r.levelno >= logging.ERROR]
+    balance = await client.get("/v1/billing/balance", headers=tenant.headers)
+    assert balance.json()["free"] == 0

@@ -131,7 +131,22 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     )
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client went away before it was answered (logs only: nobody
+is left to receive the response)."""
+_CLIENT_DISCONNECTED = "client disconnected prematurely"  # what litestar's Request.stream raises
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if exc.status_code == HTTP_500_INTERNAL_SERVER_ERROR and exc.detail == _CLIENT_DISCONNECTED:
+        # Litestar reports a client that hung up before sending its whole body as a 500: it is not
+        # a server error, and must not page anyone.
+        return error_response(
+            request,
+            status_code=CLIENT_CLOSED_REQUEST,
+            code="client_closed_request",
+            message="the client closed the connection before sending the whole request",
+        )
     if exc.status_code == HTTP_500_INTERNAL_SERVER_ERROR:
         # e.g. Litestar's ImproperlyConfiguredException: its detail is internal, never the caller's
         return _unhandled(request, exc)
