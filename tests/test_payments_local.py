@@ -12,8 +12,14 @@ from sqlalchemy import text
 
 from billfold import hookimpl
 from billfold.payments.local import LocalProvider
-from billfold.payments.provider import Intent, InvalidWebhook, ProviderEvent, ProviderUnavailable
-from conftest import count_rows, verify
+from billfold.payments.provider import (
+    Intent,
+    InvalidWebhook,
+    ProviderError,
+    ProviderEvent,
+    ProviderUnavailable,
+)
+from conftest import assert_error, count_rows, verify
 
 
 async def balance(client: Any, tenant: Any) -> int:
@@ -514,3 +520,52 @@ async def test_a_bad_signature_changes_nothing(client, tenant, state, webhook_pr
 async def test_local_provider_sends_no_webhooks(client):
     response = await client.post("/v1/stripe/webhook", content=b"{}")
     assert response.status_code == 400
+
+
+class RefusingProvider(LocalProvider):
+    """A provider that answers but refuses: bad credentials on payments, a rejected checkout."""
+
+    name = "refusing"
+
+    async def create_payment(self, **kwargs: Any) -> Intent:
+        raise ProviderError(
+            "Invalid API Key provided", code="provider_misconfigured", provider="refusing",
+            provider_code="AuthenticationError",
+        )  # fmt: skip
+
+    async def create_checkout_session(self, **kwargs: Any) -> Any:
+        raise ProviderError("No such price", code="invalid_request", provider="refusing")
+
+
+class RefusingProviderPlugin:
+    @hookimpl(tryfirst=True)
+    def billfold_payment_provider(self, state: Any) -> RefusingProvider:
+        return RefusingProvider()
+
+
+async def test_a_provider_refusal_is_502_with_its_own_code_and_no_retry_advice(client, tenant, state):
+    await save_card(client, tenant)
+    state.pm.register(RefusingProviderPlugin(), name="refusing")
+    state._provider = None
+    try:
+        payments_before = await count_rows(state, "payments")
+        response = await client.post(
+            "/v1/billing/top-up", json={"amount_cents": 1000}, headers=tenant.headers
+        )
+        body = assert_error(response, 502, "provider_misconfigured")
+        assert body["error"]["provider"] == "refusing"
+        assert body["error"]["providerCode"] == "AuthenticationError"
+        assert "operator" in body["error"]["fix"] and "will not help" in body["error"]["fix"]
+        assert await count_rows(state, "payments") == payments_before  # nothing recorded as paid
+        assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 0
+
+        refused = await client.post(
+            "/billing",
+            json={"successUrl": "https://x", "cancelUrl": "https://y", "messagePriceId": "p"},
+            headers=tenant.headers,
+        )
+        body = assert_error(refused, 502, "invalid_request")
+        assert "will not help" in body["error"]["fix"]
+    finally:
+        state.pm.unregister(name="refusing")
+        state._provider = None

@@ -80,5 +80,13 @@ class ProviderUnavailable(BillfoldError):
     code = "provider_unavailable"
 
 
+class ProviderRefused(BillfoldError):
+    """The payment provider answered but refused the request (bad keys, a request it rejects):
+    502 like an outage, but retrying the same request will not help."""
+
+    status_code = 502
+    code = "provider_error"
+
+
 class StartupError(Exception):
     """Raised at start-up (by the core or a plugin) to refuse to start with a clear message."""

@@ -22,6 +22,7 @@ from billfold.db import dialect_insert, new_id, table_of, utcnow
 from billfold.errors import (
     NotFound,
     PaymentRequired,
+    ProviderRefused,
     Unprocessable,
     ValidationFailed,
 )
@@ -31,7 +32,15 @@ from billfold.ledger.service import AccountRow
 from billfold.payments import profiles
 from billfold.payments.models import Payment, PaymentMethod, ProviderEvent
 from billfold.payments.profiles import AutoReloadChange, FieldNames, ProfileRow
-from billfold.payments.provider import CardDeclined, Intent, Method, ProviderError, Session, SetupIntent
+from billfold.payments.provider import (
+    CardDeclined,
+    Intent,
+    Method,
+    ProviderError,
+    ProviderUnavailable,
+    Session,
+    SetupIntent,
+)
 from billfold.payments.provider import ProviderEvent as WebhookEvent
 from billfold.plugins import call_all
 
@@ -71,7 +80,9 @@ class CreditOutcome(msgspec.Struct, frozen=True):
 
 
 def provider_failure(exc: ProviderError) -> Exception:
-    """Translate a provider error into the API's error (402 decline, 502 outage)."""
+    """Translate a provider error into the API's error: 402 for a decline, 502
+    ``provider_unavailable`` for an outage (retry), 502 with the provider error's own code
+    (``provider_misconfigured``, ``invalid_request``...) for a refusal that a retry will not cure."""
     if isinstance(exc, CardDeclined):
         return PaymentRequired(
             exc.message or "the card was declined",
@@ -80,10 +91,26 @@ def provider_failure(exc: ProviderError) -> Exception:
             provider=exc.provider,
             provider_code=exc.provider_code,
         )
-    return ProviderUnavailableError(
-        exc.message or "the payment provider is unavailable",
-        code="provider_unavailable",
-        fix="Nothing was charged or credited; retry the same request (with the same Idempotency-Key).",
+    if exc.retryable or isinstance(exc, ProviderUnavailable):
+        return ProviderUnavailableError(
+            exc.message or "the payment provider is unavailable",
+            code="provider_unavailable",
+            fix="Nothing was charged or credited; retry the same request (with the same Idempotency-Key).",
+            provider=exc.provider,
+            provider_code=exc.provider_code,
+        )
+    # The provider answered and said no: the same request will be refused again.
+    misconfigured = exc.code == "provider_misconfigured"
+    return ProviderRefused(
+        exc.message or "the payment provider refused the request",
+        code=exc.code or "provider_error",
+        fix=(
+            "Nothing was charged or credited. The operator must fix the payment provider's "
+            "credentials or account; retrying will not help until then."
+            if misconfigured
+            else "Nothing was charged or credited; the provider refuses this request as sent, "
+            "so retrying it unchanged will not help."
+        ),
         provider=exc.provider,
         provider_code=exc.provider_code,
     )
