@@ -492,6 +492,15 @@ def test_unpaid_checkout_is_processing_and_subscriptions_carry_no_intent(provide
     assert parsed.data["subscription"] == "sub_1QNyH"
 
 
+async def test_retrieve_payment_method(provider: StripeProvider, localstripe: LocalStripe) -> None:
+    card = await localstripe.card(CARD_OK)
+    method = await provider.retrieve_payment_method(card)
+    assert (method.id, method.type, method.brand, method.last4) == (card, "card", "visa", "4242")
+    with pytest.raises(CardDeclined) as caught:
+        await provider.retrieve_payment_method("pm_doesnotexist")
+    assert caught.value.code == "resource_missing"
+
+
 async def test_setup_intent_webhook(provider: StripeProvider, localstripe: LocalStripe) -> None:
     """localstripe sends no setup_intent events: sign one around its real SetupIntent object."""
     customer = await new_customer(provider)

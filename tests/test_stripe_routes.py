@@ -268,6 +268,43 @@ async def test_setup_intent_then_default_payment_method(
     ]
 
 
+async def test_a_card_saved_in_the_browser_is_recorded_with_its_details_from_the_webhook(
+    client: httpx.AsyncClient, tenant: Any, state: AppState, localstripe: LocalStripe
+) -> None:
+    """Stripe.js confirms the SetupIntent and only the webhook tells Billfold: the method is kept
+    with its brand, last4 and expiry (asked of Stripe) and becomes the default."""
+    setup = (await client.post("/v1/billing/setup-intent", headers=tenant.headers)).json()
+    card = await localstripe.card(CARD_OK)
+    confirmed = await localstripe.client.v1.setup_intents.confirm_async(
+        setup["setup_intent_id"], {"payment_method": card}
+    )
+    # localstripe sends no setup_intent events: sign one around its real SetupIntent
+    event = {
+        "id": "evt_setup_from_browser",
+        "object": "event",
+        "type": "setup_intent.succeeded",
+        "created": int(time.time()),
+        "data": {"object": confirmed.to_dict()},
+    }
+    payload = json.dumps(event).encode()
+    delivered = await client.post(
+        "/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": sign(payload)}
+    )
+    assert delivered.status_code == 200, delivered.text
+
+    listed = (await client.get("/v1/billing/payment-methods", headers=tenant.headers)).json()
+    assert listed["default_payment_method_id"] == card
+    [saved] = listed["data"]
+    assert (saved["id"], saved["type"], saved["brand"], saved["last4"], saved["is_default"]) == (
+        card,
+        "card",
+        "visa",
+        "4242",
+        True,
+    )
+    assert saved["exp_month"] and saved["exp_year"]
+
+
 # -- auto-reload (off session) -----------------------------------------------------------------
 
 

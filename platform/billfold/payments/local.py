@@ -124,6 +124,9 @@ class LocalProvider:
             metadata=metadata,
         )
 
+    async def retrieve_payment_method(self, payment_method_id: str) -> Method:
+        return describe(payment_method_id)
+
     async def attach_payment_method(self, *, customer_id: str, payment_method_id: str) -> Method:
         if not payment_method_id.startswith("pm_"):
             raise CardDeclined(

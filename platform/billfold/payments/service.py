@@ -516,6 +516,9 @@ class PaymentService:
 
     async def handle_event(self, event: WebhookEvent) -> bool:
         """Apply a verified provider event once. Returns False for a duplicate delivery."""
+        saved: Method | None = None
+        if event.type == "setup_intent.succeeded" and event.setup_intent is not None:
+            saved = await self._describe_method(event.setup_intent.payment_method_id)
         async with self.state.engine.begin() as conn:
             fresh = (
                 await conn.execute(
@@ -539,8 +542,8 @@ class PaymentService:
                     )
             elif event.type in FAILING_EVENTS and intent is not None:
                 await self._payment_failed(conn, intent)
-            elif event.type == "setup_intent.succeeded" and event.setup_intent is not None:
-                await self._setup_succeeded(conn, event.setup_intent)
+            elif event.type == "setup_intent.succeeded" and event.setup_intent is not None and saved:
+                await self._setup_succeeded(conn, event.setup_intent, saved)
         await call_all(self.state.pm.hook.billfold_provider_webhook(state=self.state, event=event))
         return True
 
@@ -561,20 +564,25 @@ class PaymentService:
         if purpose == "auto_reload":
             await self._reload_finished(conn, org_id, failed, succeeded=False)
 
-    async def _setup_succeeded(self, conn: AsyncConnection, setup: SetupIntent) -> None:
+    async def _describe_method(self, method_id: str | None) -> Method | None:
+        """The details of a method saved in the browser, asked of the provider before the event's
+        transaction opens (no row is locked while the provider answers). A provider that cannot
+        answer now leaves the details empty rather than failing the webhook."""
+        if not method_id:
+            return None
+        try:
+            described: Method = await self.provider.retrieve_payment_method(method_id)
+        except ProviderError as exc:
+            logger.warning("payment method %s saved without its details: %s", method_id, exc.message)
+            return Method(id=method_id)
+        return described
+
+    async def _setup_succeeded(self, conn: AsyncConnection, setup: SetupIntent, method: Method) -> None:
         org = setup.metadata.get("org_id")
         if not org or not setup.payment_method_id:
             return
         org_id = uuid.UUID(org)
-        from billfold.payments.local import describe
-
-        await self._record_method(
-            conn,
-            org_id,
-            describe(setup.payment_method_id)
-            if self.provider.name == "local"
-            else Method(id=setup.payment_method_id),
-        )
+        await self._record_method(conn, org_id, method)
         profile = await profiles.get_profile(conn, org_id, for_update=True)
         if profile.default_payment_method_id is None:
             await profiles.set_default_method(conn, org_id, setup.payment_method_id)

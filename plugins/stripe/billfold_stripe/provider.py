@@ -202,6 +202,11 @@ class StripeProvider:
             created = await self._client.v1.setup_intents.create_async(params)
         return _setup_intent(created.to_dict())
 
+    async def retrieve_payment_method(self, payment_method_id: str) -> Method:
+        with _translate_errors():
+            method = await self._client.v1.payment_methods.retrieve_async(payment_method_id)
+        return _method(method.to_dict())
+
     async def attach_payment_method(self, *, customer_id: str, payment_method_id: str) -> Method:
         """Attach the method to the customer (harmless when it already is)."""
         with _translate_errors():
