@@ -323,3 +323,36 @@ async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_sta
             assert_error(await client.get("/v1/billing/balance", headers=headers), 401, "invalid_api_key")
     finally:
         await serving.close()
+
+
+def test_a_key_revoked_here_is_never_cached_again():
+    """Between the revoking statement and its commit, a lookup in the same process still sees the
+    key live: what it finds must not be cached."""
+    cache = KeyCache(ttl=300)
+    org_id = uuid.uuid4()
+    cache.revoked("hash")  # the revoking transaction has run its UPDATE, not yet committed
+    cache.put("hash", org_id, cache.generation)  # a lookup that started after it
+    assert cache.get("hash") is None
+
+
+async def test_without_the_trigger_the_listener_stays_off(make_state, is_postgres):
+    """A database without migration 0002's trigger announces nothing: the process must not trust
+    the long lifetime (it would keep revoked keys for an hour)."""
+    if not is_postgres:
+        pytest.skip("revocation notices are PostgreSQL's")
+    serving = make_state(CACHING)
+    async with serving.engine.begin() as conn:
+        await conn.execute(text("DROP TRIGGER api_keys_notify_change ON api_keys"))
+    try:
+        async with open_client(serving):
+            assert not serving.revocations.listening
+            assert serving.orgs.key_cache.lifetime == 300  # key_cache_seconds, not the notified hour
+    finally:
+        async with serving.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER api_keys_notify_change AFTER UPDATE OF revoked_at, key_hash, org_id "
+                    "OR DELETE ON api_keys FOR EACH ROW EXECUTE FUNCTION billfold_api_key_changed()"
+                )
+            )
+        await serving.close()

@@ -569,3 +569,29 @@ async def test_a_provider_refusal_is_502_with_its_own_code_and_no_retry_advice(c
     finally:
         state.pm.unregister(name="refusing")
         state._provider = None
+
+
+class OlderProvider(LocalProvider):
+    """A provider plugin written before the contract had retrieve_payment_method."""
+
+    name = "older"
+    retrieve_payment_method = None  # type: ignore[assignment]
+
+
+class OlderProviderPlugin:
+    @hookimpl(tryfirst=True)
+    def billfold_payment_provider(self, state: Any) -> OlderProvider:
+        return OlderProvider()
+
+
+async def test_method_details_come_from_the_provider_when_it_can_tell(state):
+    described = await state.payments._describe_method("pm_card_visa")
+    assert (described.brand, described.last4) == ("visa", "4242")
+    state.pm.register(OlderProviderPlugin(), name="older")
+    state._provider = None
+    try:
+        bare = await state.payments._describe_method("pm_card_visa")
+        assert (bare.id, bare.brand, bare.last4) == ("pm_card_visa", None, None)
+    finally:
+        state.pm.unregister(name="older")
+        state._provider = None

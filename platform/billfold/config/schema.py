@@ -85,7 +85,9 @@ class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     this many seconds; the revoking process at once."""
     key_cache_notified_seconds: float = 3600.0
     """How long a key is remembered while PostgreSQL announces revocations to every process (a
-    revoked key then stops working everywhere at once). 0 means key_cache_seconds always."""
+    revoked key then stops working everywhere at once; if the listening connection dies without
+    a word, that is noticed within about 35 s and the cache is cleared). 0 means
+    key_cache_seconds always."""
 
 
 class HoldsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -286,6 +286,9 @@ class LedgerService:
 
     async def refresh_watermark(self, conn: AsyncConnection, org_id: uuid.UUID) -> int | None:
         """Ask every plugin which free-balance levels it watches and store the highest."""
+        # Lock the account first: a concurrent refresh (a settings change, the CLI) must not write
+        # an answer computed from settings older than ours.
+        await conn.execute(select(accounts.c.org_id).where(accounts.c.org_id == org_id).with_for_update())
         levels = [
             level
             for answer in await call_all(self._hook.billfold_balance_watermarks(conn=conn, org_id=org_id))

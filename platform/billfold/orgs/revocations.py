@@ -27,9 +27,15 @@ from billfold.orgs.service import KeyCache
 logger = logging.getLogger("billfold.revocations")
 
 CHANNEL = "billfold_api_keys"
+TRIGGER = "api_keys_notify_change"
+"""Migration 0002's trigger: without it nothing is ever announced, so the listener stays off."""
 APPLICATION_NAME = "billfold-revocations"
 """How the listening connections show in pg_stat_activity."""
 _SQLALCHEMY_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
+
+
+class NoNotices(Exception):
+    """The database has no revocation trigger (migration 0002 not applied): nothing to listen to."""
 
 
 class RevocationListener:
@@ -42,11 +48,13 @@ class RevocationListener:
         *,
         retry_seconds: float = 1.0,
         ping_seconds: float = 30.0,
+        no_trigger_retry_seconds: float = 60.0,
     ) -> None:
         self._engine = engine
         self._cache = cache
         self._retry_seconds = retry_seconds
         self._ping_seconds = ping_seconds
+        self._no_trigger_retry_seconds = no_trigger_retry_seconds
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -63,8 +71,16 @@ class RevocationListener:
         """Listen before the first request when the database answers; keep trying otherwise."""
         if not self.enabled or self._task is not None:
             return
-        with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        try:
             await self._connect()
+        except NoNotices:
+            logger.warning(
+                "revocation listener: trigger %s is missing (run `billfold db upgrade`); keys are "
+                "cached for auth.key_cache_seconds only",
+                TRIGGER,
+            )
+        except Exception as error:  # the supervisor keeps trying
+            logger.warning("revocation listener: cannot connect (%s); retrying", error)
         self._task = asyncio.create_task(self._supervise(), name="billfold-revocation-listener")
 
     async def stop(self) -> None:
@@ -85,9 +101,11 @@ class RevocationListener:
         }
         conn: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(*args, **kwargs), timeout=10)
         try:
+            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $1)", TRIGGER):
+                raise NoNotices(TRIGGER)
             await conn.add_listener(CHANNEL, self._on_notice)
         except BaseException:
-            await conn.close()
+            conn.terminate()
             raise
         conn.add_termination_listener(self._on_termination)
         self._conn = conn
@@ -102,8 +120,10 @@ class RevocationListener:
         self._cache.live = False
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._on_termination)
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(conn.close(), timeout=5)
+            except Exception:
+                conn.terminate()  # a dead socket cannot be closed politely
 
     def _on_notice(self, _conn: Any, _pid: int, _channel: str, key_hash: object) -> None:
         self._cache.forget(str(key_hash))
@@ -123,7 +143,10 @@ class RevocationListener:
                 await self._disconnect()
                 try:
                     await self._connect()
-                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                except NoNotices:
+                    await asyncio.sleep(self._no_trigger_retry_seconds)
+                    continue
+                except Exception as error:  # whatever it is, keep the listener alive and retrying
                     logger.warning("revocation listener: cannot connect (%s); retrying", error)
                     await asyncio.sleep(self._retry_seconds)
                     continue
@@ -134,6 +157,6 @@ class RevocationListener:
             try:
                 assert self._conn is not None
                 await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=5)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except Exception:
                 logger.warning("revocation listener: connection lost; reconnecting")
                 self._mark_lost()

@@ -68,6 +68,7 @@ class KeyCache:
         self.generation = 0
         """Bumped by every forget/clear: a lookup that raced a revocation is not cached."""
         self._entries: dict[str, tuple[float, uuid.UUID]] = {}
+        self._revoked: set[str] = set()
 
     @property
     def lifetime(self) -> float:
@@ -84,11 +85,19 @@ class KeyCache:
 
     def put(self, key_hash: str, org_id: uuid.UUID, generation: int) -> None:
         """Remember a key verified by a lookup that started at ``generation``."""
-        if self.lifetime <= 0 or generation != self.generation:
+        if self.lifetime <= 0 or generation != self.generation or key_hash in self._revoked:
             return
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic(), org_id)
+
+    def revoked(self, key_hash: str) -> None:
+        """This process revoked the key: never remember it again. (A lookup made here between the
+        revoking statement and its commit still sees the key live; it must not cache it.)"""
+        if len(self._revoked) > 100_000:
+            self._revoked.clear()
+        self._revoked.add(key_hash)
+        self.forget(key_hash)
 
     def forget(self, key_hash: str) -> None:
         self.generation += 1
@@ -194,7 +203,7 @@ class OrgService:
         row = result.first()
         if row is None:
             raise NotFound("API key not found or already revoked", code="api_key_not_found")
-        self.key_cache.forget(row.key_hash)
+        self.key_cache.revoked(row.key_hash)
 
     async def authenticate(self, raw_key: str) -> uuid.UUID:
         """Return the organization a live key belongs to, or raise Unauthorized."""
