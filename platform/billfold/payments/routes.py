@@ -448,7 +448,24 @@ class CustomerBillingController(Controller):
 _WEBHOOK_DEPENDENCIES = {"app_state": Provide(provide_state, sync_to_thread=False)}
 
 
-async def _handle_webhook(request: Request[Any, Any, Any], app_state: AppState) -> dict[str, Any]:
+_WEBHOOK_OPERATION_IDS = {"/v1/stripe/webhook": "StripeWebhook", "/v1/webhooks/stripe": "WebhooksStripe"}
+"""The two paths of the documents (001's and 002's), each with its own operation id."""
+
+
+def _webhook_operation_id(_handler: Any, _method: Any, components: list[Any]) -> str:
+    return _WEBHOOK_OPERATION_IDS["/" + "/".join(str(c) for c in components)]
+
+
+@post(
+    list(_WEBHOOK_OPERATION_IDS),
+    operation_id=_webhook_operation_id,
+    status_code=200,
+    tags=["webhooks"],
+    dependencies=_WEBHOOK_DEPENDENCIES,
+)
+async def provider_webhook(
+    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
+) -> dict[str, Any]:
     """Provider webhooks: signature verified by the provider, each event applied once."""
     payload = await request.body()
     try:
@@ -460,39 +477,10 @@ async def _handle_webhook(request: Request[Any, Any, Any], app_state: AppState) 
     return {"received": True, "duplicate": not fresh, "type": event.type}
 
 
-@post(
-    "/v1/stripe/webhook",
-    operation_id="StripeWebhook",
-    status_code=200,
-    tags=["webhooks"],
-    dependencies=_WEBHOOK_DEPENDENCIES,
-)
-async def stripe_webhook(
-    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
-) -> dict[str, Any]:
-    """Provider webhooks (document 001's path)."""
-    return await _handle_webhook(request, app_state)
-
-
-@post(
-    "/v1/webhooks/stripe",
-    operation_id="WebhooksStripe",
-    status_code=200,
-    tags=["webhooks"],
-    dependencies=_WEBHOOK_DEPENDENCIES,
-)
-async def webhooks_stripe(
-    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
-) -> dict[str, Any]:
-    """Provider webhooks (document 002's path): the same handler."""
-    return await _handle_webhook(request, app_state)
-
-
 PAYMENT_ROUTES: list[Any] = [
     OrgPaymentsController,
     PaymentsController,
     OrganizationPaymentsController,
     CustomerBillingController,
-    stripe_webhook,
-    webhooks_stripe,
+    provider_webhook,
 ]
