@@ -71,17 +71,8 @@ class RevocationListener:
         """Listen before the first request when the database answers; keep trying otherwise."""
         if not self.enabled or self._task is not None:
             return
-        try:
-            await self._connect()
-        except NoNotices:
-            logger.warning(
-                "revocation listener: trigger %s is missing (run `billfold db upgrade`); keys are "
-                "cached for auth.key_cache_seconds only",
-                TRIGGER,
-            )
-        except Exception as error:  # the supervisor keeps trying
-            logger.warning("revocation listener: cannot connect (%s); retrying", error)
-        self._task = asyncio.create_task(self._supervise(), name="billfold-revocation-listener")
+        wait = await self._try_connect()
+        self._task = asyncio.create_task(self._supervise(wait), name="billfold-revocation-listener")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -90,6 +81,22 @@ class RevocationListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._disconnect()
+
+    async def _try_connect(self) -> float | None:
+        """Connect and listen; None when listening, else how long to wait before trying again."""
+        try:
+            await self._connect()
+        except NoNotices:
+            logger.warning(
+                "revocation listener: trigger %s is missing (run `billfold db upgrade`); keys are "
+                "cached for auth.key_cache_seconds only",
+                TRIGGER,
+            )
+            return self._no_trigger_retry_seconds
+        except Exception as error:  # whatever it is, keep trying
+            logger.warning("revocation listener: cannot connect (%s); retrying", error)
+            return self._retry_seconds
+        return None
 
     async def _connect(self) -> None:
         args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
@@ -137,18 +144,15 @@ class RevocationListener:
         self._cache.clear()
         self._lost.set()
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, first_wait: float | None) -> None:
+        if first_wait is not None:
+            await asyncio.sleep(first_wait)
         while True:
             if self._conn is None or self._lost.is_set():
                 await self._disconnect()
-                try:
-                    await self._connect()
-                except NoNotices:
-                    await asyncio.sleep(self._no_trigger_retry_seconds)
-                    continue
-                except Exception as error:  # whatever it is, keep the listener alive and retrying
-                    logger.warning("revocation listener: cannot connect (%s); retrying", error)
-                    await asyncio.sleep(self._retry_seconds)
+                wait = await self._try_connect()
+                if wait is not None:
+                    await asyncio.sleep(wait)
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), timeout=self._ping_seconds)

@@ -542,7 +542,7 @@ class PaymentService:
                     )
             elif event.type in FAILING_EVENTS and intent is not None:
                 await self._payment_failed(conn, intent)
-            elif event.type == "setup_intent.succeeded" and event.setup_intent is not None and saved:
+            elif event.type == "setup_intent.succeeded" and event.setup_intent is not None:
                 await self._setup_succeeded(conn, event.setup_intent, saved)
         await call_all(self.state.pm.hook.billfold_provider_webhook(state=self.state, event=event))
         return True
@@ -580,9 +580,11 @@ class PaymentService:
             return Method(id=method_id)
         return described
 
-    async def _setup_succeeded(self, conn: AsyncConnection, setup: SetupIntent, method: Method) -> None:
+    async def _setup_succeeded(
+        self, conn: AsyncConnection, setup: SetupIntent, method: Method | None
+    ) -> None:
         org = setup.metadata.get("org_id")
-        if not org or not setup.payment_method_id:
+        if not org or method is None or not setup.payment_method_id:
             return
         org_id = uuid.UUID(org)
         await self._record_method(conn, org_id, method)
