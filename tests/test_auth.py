@@ -118,10 +118,7 @@ async def test_revocation_is_immediate_despite_the_key_cache(make_state):
     state = make_state({"auth": {"key_cache_seconds": 300}})
     try:
         async with open_client(state) as client:
-            created = (
-                await client.post("/v1/admin/organizations", json={"name": "Cached"}, headers=ADMIN)
-            ).json()
-            headers = {"Authorization": f"Bearer {created['api_key']}"}
+            created, headers = await _organization(client, "Cached")
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200  # now cached
             assert (
                 await client.post(f"/v1/admin/keys/{created['key_id']}/revoke", headers=ADMIN)
@@ -129,6 +126,14 @@ async def test_revocation_is_immediate_despite_the_key_cache(make_state):
             assert_error(await client.get("/v1/billing/balance", headers=headers), 401, "invalid_api_key")
     finally:
         await state.engine.dispose()
+
+
+async def _organization(client, name: str) -> tuple[dict, dict[str, str]]:
+    """A new organization (its creation answer) and the headers of its first key."""
+    created = await client.post("/v1/admin/organizations", json={"name": name}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    return body, {"Authorization": f"Bearer {body['api_key']}"}
 
 
 async def _key_ids(state, org_id: str) -> list[str]:
@@ -257,10 +262,7 @@ async def test_a_revocation_by_another_process_is_seen_at_once_on_postgres(
     try:
         async with open_client(serving) as client:
             assert serving.revocations.listening
-            created = (
-                await client.post("/v1/admin/organizations", json={"name": "Elsewhere"}, headers=ADMIN)
-            ).json()
-            headers = {"Authorization": f"Bearer {created['api_key']}"}
+            created, headers = await _organization(client, "Elsewhere")
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
             assert serving.orgs.key_cache.get(hash_key(created["api_key"])) is not None  # cached for an hour
 
@@ -285,10 +287,7 @@ async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_sta
     serving = make_state(CACHING)
     try:
         async with open_client(serving) as client:
-            created = (
-                await client.post("/v1/admin/organizations", json={"name": "Cut"}, headers=ADMIN)
-            ).json()
-            headers = {"Authorization": f"Bearer {created['api_key']}"}
+            created, headers = await _organization(client, "Cut")
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
             key_hash = hash_key(created["api_key"])
             assert serving.orgs.key_cache.get(key_hash) is not None
