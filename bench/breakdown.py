@@ -139,9 +139,10 @@ async def pg(dsn: str, sql: str) -> None:
 
 
 def billfold_app(db_url: str, *, rate_limits: bool) -> Any:
+    from billfold.state import AppState
+
     from billfold.api.app import create_app
     from billfold.config import load_config
-    from billfold.state import AppState
 
     config, lines = load_config(ROOT / "config" / "billing.yaml")
     if not rate_limits:

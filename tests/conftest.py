@@ -4,6 +4,7 @@ BILLFOLD_TEST_POSTGRES_URL names a server), the app over HTTP, and helpers to ma
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import shutil
 import subprocess
@@ -25,11 +26,11 @@ import httpx
 import yaml
 from sqlalchemy import text
 
-from billfold.api.app import create_app
+from billfold import clock
+from billfold.api.app import Billfold, create_app
 from billfold.config import load_config_text
 from billfold.db import metadata
 from billfold.db.migrate import upgrade
-from billfold.state import AppState
 
 ADMIN_KEY = os.environ["BILLFOLD_ADMIN_API_KEY"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -116,6 +117,14 @@ def database_url(postgres_database: str | None, sqlite_template: Path, tmp_path:
     yield postgres_database
 
 
+@pytest.fixture(autouse=True)
+def real_business_time() -> Iterator[None]:
+    """Each test starts on the real clock; one that moves the business clock leaves it there."""
+    clock.set_offset(datetime.timedelta(0))
+    yield
+    clock.set_offset(datetime.timedelta(0))
+
+
 @pytest.fixture
 def is_postgres(database_url: str) -> bool:
     return database_url.startswith("postgresql")
@@ -125,12 +134,12 @@ def is_postgres(database_url: str) -> bool:
 
 
 @pytest.fixture
-def make_state(database_url: str) -> Callable[..., AppState]:
-    def make(overrides: dict[str, Any] | None = None, **kwargs: Any) -> AppState:
+def make_state(database_url: str) -> Callable[..., Billfold]:
+    def make(overrides: dict[str, Any] | None = None, **kwargs: Any) -> Billfold:
         config, lines = load_config_text(
             config_text(overrides, database_url=database_url), source="test.yaml"
         )
-        return AppState(config, lines=lines, source="test.yaml", **kwargs)
+        return Billfold(config, lines=lines, source="test.yaml", **kwargs)
 
     return make
 
@@ -143,15 +152,15 @@ def config_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def state(
-    make_state: Callable[..., AppState], config_overrides: dict[str, Any]
-) -> AsyncIterator[AppState]:
+    make_state: Callable[..., Billfold], config_overrides: dict[str, Any]
+) -> AsyncIterator[Billfold]:
     app_state = make_state(config_overrides)
     yield app_state
     await app_state.engine.dispose()
 
 
 @asynccontextmanager
-async def open_client(app_state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+async def open_client(app_state: Billfold) -> AsyncIterator[httpx.AsyncClient]:
     """The real app over HTTP, served in the test's own event loop.
 
     Litestar's AsyncTestClient runs the app in a portal thread with another event loop and blocks
@@ -191,7 +200,7 @@ async def open_client(app_state: AppState) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def client(state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+async def client(state: Billfold) -> AsyncIterator[httpx.AsyncClient]:
     async with open_client(state) as test_client:
         yield test_client
 
@@ -231,14 +240,14 @@ async def tenant(new_tenant: Callable[..., Any]) -> Tenant:
     return result
 
 
-async def verify(state: AppState) -> list[Any]:
+async def verify(state: Billfold) -> list[Any]:
     from billfold.ledger.verify import verify_ledger
 
     async with state.engine.connect() as conn:
         return await verify_ledger(conn)
 
 
-async def count_rows(state: AppState, table: str) -> int:
+async def count_rows(state: Billfold, table: str) -> int:
     async with state.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
 

@@ -9,9 +9,10 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 
+from billfold.api.auth import OperatorAuth
+from billfold.orgs.keys import KeyCache, hash_key
 from billfold.orgs.models import ApiKey
 from billfold.orgs.revocations import APPLICATION_NAME
-from billfold.orgs.service import KeyCache, hash_key
 from conftest import ADMIN, assert_error, open_client, run_cli
 
 
@@ -223,7 +224,7 @@ async def test_admin_key_is_not_a_tenant_key(client, tenant):
 
 
 async def test_admin_routes_are_closed_without_an_operator_key(state, monkeypatch):
-    state.admin_api_key = None
+    state.operator = OperatorAuth({})
     async with open_client(state) as client:
         assert_error(await client.get("/v1/admin/plugins", headers=ADMIN), 401, "admin_disabled")
 
@@ -264,7 +265,7 @@ async def test_a_revocation_by_another_process_is_seen_at_once_on_postgres(
             assert serving.revocations.listening
             created, headers = await _organization(client, "Elsewhere")
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
-            assert serving.orgs.key_cache.get(hash_key(created["api_key"])) is not None  # cached for an hour
+            assert serving.key_cache.get(hash_key(created["api_key"])) is not None  # cached for an hour
 
             # Another process (the CLI) revokes the key; this one never touched the row.
             revoked = await asyncio.to_thread(
@@ -290,7 +291,7 @@ async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_sta
             created, headers = await _organization(client, "Cut")
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
             key_hash = hash_key(created["api_key"])
-            assert serving.orgs.key_cache.get(key_hash) is not None
+            assert serving.key_cache.get(key_hash) is not None
 
             async with serving.engine.begin() as conn:
                 killed = await conn.execute(
@@ -303,7 +304,7 @@ async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_sta
                 assert killed.scalars().all() == [True]
 
             async def forgotten() -> bool:
-                return serving.orgs.key_cache.get(key_hash) is None
+                return serving.key_cache.get(key_hash) is None
 
             assert await _wait_for(forgotten), "the cache outlived the notice connection"
 
@@ -313,7 +314,7 @@ async def test_a_lost_notice_connection_clears_the_cache_and_comes_back(make_sta
             assert await _wait_for(listening_again), "the listener did not reconnect"
             # and notices flow on the new connection
             assert (await client.get("/v1/billing/balance", headers=headers)).status_code == 200
-            assert serving.orgs.key_cache.get(key_hash) is not None
+            assert serving.key_cache.get(key_hash) is not None
             async with serving.engine.begin() as conn:
                 await conn.execute(
                     text("UPDATE api_keys SET revoked_at = now() WHERE key_hash = :h"), {"h": key_hash}
@@ -345,7 +346,7 @@ async def test_without_the_trigger_the_listener_stays_off(make_state, is_postgre
     try:
         async with open_client(serving):
             assert not serving.revocations.listening
-            assert serving.orgs.key_cache.lifetime == 300  # key_cache_seconds, not the notified hour
+            assert serving.key_cache.lifetime == 300  # key_cache_seconds, not the notified hour
     finally:
         async with serving.engine.begin() as conn:
             await conn.execute(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from billfold.api.app import Billfold
 from billfold.config import load_config_text
-from billfold.state import AppState
 from conftest import config_text, open_client, run_cli
 
 
@@ -78,7 +78,7 @@ async def test_operator_workflow(cli_db):
 
     # what the CLI wrote is what the API serves, with either key
     config, lines = load_config_text(config_text(database_url=url))
-    state = AppState(config, lines=lines)
+    state = Billfold(config, lines=lines)
     async with open_client(state) as client:
         for api_key in (org["api_key"], issued["api_key"]):
             response = await client.get("/v1/billing/balance", headers={"Authorization": f"Token {api_key}"})
@@ -149,9 +149,14 @@ async def test_plugins_list(tmp_path):
     listed = await cli("plugins", "list", url=f"sqlite+aiosqlite:///{tmp_path}/unused.db")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    hooks = next(line for line in lines if line.startswith("billfold.payments.hooks (default):"))
-    assert "billfold_organization_created" in hooks
-    assert "billfold_balance_watermarks" in hooks
+    profiles = next(
+        line for line in lines if line.startswith("billfold.payments.profiles (default, enabled):")
+    )
+    assert "billfold_organization_created" in profiles
+    reloads = next(
+        line for line in lines if line.startswith("billfold.payments.autoreload (default, enabled):")
+    )
+    assert "billfold_balance_levels" in reloads and "billfold_balance_crossed" in reloads
     # an installed plugin is listed with the distribution its entry point comes from
     assert any(line.startswith("stripe (billfold-stripe ") for line in lines), listed.stdout
 
@@ -166,18 +171,18 @@ async def test_version_and_help(tmp_path):
         assert command in helped.stdout
 
 
-async def test_refresh_watermarks_teaches_existing_accounts_the_watched_levels(migrated_db):
+async def test_refresh_levels_teaches_existing_accounts_the_watched_levels(migrated_db):
     """An account that predates a watched level (here: auto-reload switched on behind the
-    ledger's back, as a newly installed plugin would) learns it from `ledger refresh-watermarks`."""
+    ledger's back, as a newly installed plugin would) learns it from `ledger refresh-levels`."""
     path, url = migrated_db
     created = await cli("orgs", "create", "--name", "Stale", "--json", url=url)
     assert created.returncode == 0, created.stderr
     org_id = uuid.UUID(json.loads(created.stdout)["id"]).bytes
 
-    def watermark() -> int | None:
+    def watermark() -> list[int]:
         with sqlite3.connect(path) as db:
-            row = db.execute("SELECT watermark_cents FROM ledger_accounts WHERE org_id = ?", (org_id,))
-            value: int | None = row.fetchone()[0]
+            row = db.execute("SELECT watch_levels FROM ledger_accounts WHERE org_id = ?", (org_id,))
+            value: list[int] = json.loads(row.fetchone()[0])
             return value
 
     before = watermark()
@@ -190,9 +195,9 @@ async def test_refresh_watermarks_teaches_existing_accounts_the_watched_levels(m
         assert updated.rowcount == 1
     assert watermark() == before  # the ledger was not told
 
-    refreshed = await cli("ledger", "refresh-watermarks", url=url)
+    refreshed = await cli("ledger", "refresh-levels", url=url)
     assert refreshed.returncode == 0, refreshed.stderr
     assert "1 account(s), 1 changed" in refreshed.stdout
-    assert watermark() == 700
-    again = await cli("ledger", "refresh-watermarks", url=url)
+    assert watermark() == [700]
+    again = await cli("ledger", "refresh-levels", url=url)
     assert "1 account(s), 0 changed" in again.stdout

@@ -29,11 +29,13 @@ class LowBalanceWatcher:
         self.below: list[tuple[int, bool, int]] = []
 
     @hookimpl
-    def billfold_balance_watermarks(self, org_id: Any) -> int:
+    def billfold_balance_levels(self, org_id: Any) -> int:
         return 300
 
     @hookimpl
-    async def billfold_balance_below_watermark(self, conn: Any, entry: Any, account: Any) -> None:
+    async def billfold_balance_crossed(self, conn: Any, entry: Any, account: Any, direction: Any) -> None:
+        if direction != "down":
+            return
         # the entry is visible through the connection: we are inside its transaction
         seen = await conn.exec_driver_sql(f"SELECT count(*) FROM ledger_entries WHERE id = {int(entry.id)}")
         self.below.append((account.free_cents, conn.in_transaction(), seen.scalar_one()))

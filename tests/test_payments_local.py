@@ -76,7 +76,7 @@ async def test_major_unit_top_up_in_eur_has_a_ten_euro_minimum(client, new_tenan
     tenant = await new_tenant(currency="eur")
     await save_card(client, tenant)
     low = await client.post(
-        "/v1/billing/topup", json={"amount": "9.99", "currency": "EUR"}, headers=tenant.headers
+        "/v1/billing/topup", json={"amount": 9.99, "currency": "EUR"}, headers=tenant.headers
     )
     assert low.status_code == 400
     assert low.json()["error"] == {
@@ -85,7 +85,7 @@ async def test_major_unit_top_up_in_eur_has_a_ten_euro_minimum(client, new_tenan
         "field": "amount",
     }
     fractional = await client.post(
-        "/v1/billing/topup", json={"amount": "10.001", "currency": "eur"}, headers=tenant.headers
+        "/v1/billing/topup", json={"amount": 10.001, "currency": "eur"}, headers=tenant.headers
     )
     assert fractional.status_code == 400
     wrong_currency = await client.post(
@@ -585,12 +585,12 @@ class OlderProviderPlugin:
 
 
 async def test_method_details_come_from_the_provider_when_it_can_tell(state):
-    described = await state.payments._describe_method("pm_card_visa")
+    described = await state.methods.describe("pm_card_visa")
     assert (described.brand, described.last4) == ("visa", "4242")
     state.pm.register(OlderProviderPlugin(), name="older")
     state._provider = None
     try:
-        bare = await state.payments._describe_method("pm_card_visa")
+        bare = await state.methods.describe("pm_card_visa")
         assert (bare.id, bare.brand, bare.last4) == ("pm_card_visa", None, None)
     finally:
         state.pm.unregister(name="older")

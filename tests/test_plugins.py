@@ -37,8 +37,8 @@ class ThrowawayPlugin:
     __test__ = False
 
     def __init__(self) -> None:
-        self.written: list[tuple[str, int, int, bool, bool]] = []
-        self.below: list[tuple[str, int, bool]] = []
+        self.written: list[tuple[str, int, int, bool, int | None]] = []
+        self.crossed: list[tuple[str, int, list[int], str, bool]] = []
         self.authorized: list[tuple[str, int]] = []
         self.delivered: list[dict[str, Any]] = []
         self.organizations: list[str] = []
@@ -84,7 +84,7 @@ class ThrowawayPlugin:
                 entry.amount_cents,
                 account.free_cents,
                 seen is not None and conn.in_transaction(),
-                account.below_watermark,
+                account.watch_below_cents,
             )
         )
         await emit(conn, EVENT, {"entry_id": entry.id, "free_after": account.free_cents}, org_id=entry.org_id)
@@ -92,16 +92,18 @@ class ThrowawayPlugin:
             raise RuntimeError("testplugin failed after writing its event")
 
     @hookimpl
-    def billfold_balance_watermarks(self, org_id: Any) -> int | None:
+    def billfold_balance_levels(self, org_id: Any) -> int | None:
         return self.watermark
 
     @hookimpl
-    def billfold_balance_below_watermark(self, conn: Any, entry: Any, account: Any) -> None:
-        self.below.append((entry.kind, account.free_cents, conn.in_transaction()))
+    def billfold_balance_crossed(
+        self, conn: Any, entry: Any, account: Any, levels: Any, direction: Any
+    ) -> None:
+        self.crossed.append((entry.kind, account.free_cents, levels, direction, conn.in_transaction()))
 
     @hookimpl
     def billfold_event_handlers(self, state: Any) -> dict[str, Any]:
-        async def handle(_state: Any, event: Any) -> None:
+        async def handle(event: Any) -> None:
             self.delivered.append({"id": event.id, "org_id": str(event.org_id), **event.payload})
 
         return {EVENT: handle}
@@ -120,7 +122,7 @@ def plugin() -> ThrowawayPlugin:
 
 @pytest.fixture
 async def state(make_state, plugin):
-    """This module's AppState is built on a plugin manager with the throwaway plugin registered
+    """This module's Billfold is built on a plugin manager with the throwaway plugin registered
     (as an installed plugin would be at start-up), so its config section is validated too."""
     pm = create_plugin_manager()
     pm.register(plugin, name="throwaway")
@@ -223,7 +225,7 @@ async def test_admin_lists_the_plugin_and_its_hooks(client, plugin):
     assert {"billfold_routes", "billfold_authorize_debit", "billfold_ledger_entry_written"} <= set(
         listed["throwaway"]["hooks"]
     )
-    assert listed["billfold.payments.hooks"]["default"] is True
+    assert listed["billfold.payments.autoreload"]["default"] is True
 
 
 # -- authorize_debit ----------------------------------------------------------------------------------------
@@ -256,12 +258,12 @@ async def test_authorize_debit_refusal_is_402_with_the_plugin_code(client, new_t
 
 async def test_entry_written_runs_inside_the_writing_transaction(client, new_tenant, state, plugin):
     tenant = await new_tenant(balance=1000)
-    assert plugin.written == [("adjustment", 1000, 1000, True, False)]
+    assert plugin.written == [("adjustment", 1000, 1000, True, None)]
 
     charged = await client.post("/v1/billing/charges", json={"amount_cents": 100}, headers=tenant.headers)
     assert charged.status_code == 201
     tx = charged.json()["transaction"]
-    assert plugin.written[-1] == ("debit", -100, 900, True, False)
+    assert plugin.written[-1] == ("debit", -100, 900, True, None)
     events = await outbox_events(state)
     assert events[-1] == {"entry_id": tx["id"], "free_after": 900}
     assert len(events) == 2
@@ -318,7 +320,7 @@ async def test_events_written_by_a_reaction_are_delivered_after_commit(client, n
         assert pending.scalar_one() == 0
 
 
-async def test_watermarks_flag_entries_below_the_watched_level(client, new_tenant, state, plugin):
+async def test_crossing_a_watched_level_calls_the_hook_each_way(client, new_tenant, state, plugin):
     tenant = await new_tenant(balance=1000)
     plugin.watermark = 300
     # a settings change makes the ledger ask the plugins again which levels they watch
@@ -326,19 +328,30 @@ async def test_watermarks_flag_entries_below_the_watched_level(client, new_tenan
         await client.patch("/v1/billing", json={"auto_reload_minimum_cents": 100}, headers=tenant.headers)
     ).status_code == 200
     await client.post("/v1/billing/charges", json={"amount_cents": 600}, headers=tenant.headers)
-    assert plugin.written[-1][2:] == (400, True, False)
-    assert plugin.below == []
+    assert plugin.written[-1][2:] == (400, True, 300)
+    assert plugin.crossed == []
     await client.post("/v1/billing/charges", json={"amount_cents": 200}, headers=tenant.headers)
-    assert plugin.written[-1][2:] == (200, True, True)
-    assert plugin.below == [("debit", 200, True)]
-    # money coming in never calls it, even while the balance stays below
+    assert plugin.crossed == [("debit", 200, [300], "down", True)]
+    # staying below the level crosses nothing, whichever way the money moves
     await client.post(
         f"/v1/admin/organizations/{tenant.org_id}/adjustments",
         json={"amount_cents": 50, "description": "a little"},
         headers=ADMIN,
     )
-    assert plugin.written[-1][2:] == (250, True, True)
-    assert plugin.below == [("debit", 200, True)]
+    await client.post("/v1/billing/charges", json={"amount_cents": 10}, headers=tenant.headers)
+    assert plugin.written[-1][2] == 240
+    assert len(plugin.crossed) == 1
+    # back at the level: an upward crossing, and the level is armed again
+    await client.post(
+        f"/v1/admin/organizations/{tenant.org_id}/adjustments",
+        json={"amount_cents": 60, "description": "back"},
+        headers=ADMIN,
+    )
+    assert plugin.crossed[-1] == ("adjustment", 300, [300], "up", True)
+    await client.post("/v1/billing/charges", json={"amount_cents": 1}, headers=tenant.headers)
+    assert plugin.crossed[-1] == ("debit", 299, [300], "down", True)
+    assert len(plugin.crossed) == 3
+    assert await verify(state) == []
 
 
 # -- organization_created ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from billfold.api.app import Billfold
 from billfold.config import ConfigError
 from billfold.payments.provider import (
     CardDeclined,
@@ -22,7 +23,6 @@ from billfold.payments.provider import (
     ProviderError,
     ProviderUnavailable,
 )
-from billfold.state import AppState
 from billfold_stripe.provider import StripeProvider
 from stripe_support import (
     CARD_3DS,
@@ -631,7 +631,7 @@ KEYS = {"secret_key": "sk_test_x", "webhook_secret": "whsec_x"}
     ],
 )
 def test_invalid_stripe_config_is_refused(
-    make_state: Callable[..., AppState], section: dict[str, Any], path: str, words: str
+    make_state: Callable[..., Billfold], section: dict[str, Any], path: str, words: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         make_state({"plugins": {"stripe": section}})
@@ -640,7 +640,7 @@ def test_invalid_stripe_config_is_refused(
     assert caught.value.line is not None
 
 
-async def test_enabled_stripe_is_the_provider(make_state: Callable[..., AppState]) -> None:
+async def test_enabled_stripe_is_the_provider(make_state: Callable[..., Billfold]) -> None:
     state = make_state({"plugins": {"stripe": {"enabled": True, **KEYS, "publishable_key": "pk_test_x"}}})
     try:
         assert type(state.pm.get_plugin("stripe")).__name__ == "module"  # loaded from the entry point
@@ -650,7 +650,7 @@ async def test_enabled_stripe_is_the_provider(make_state: Callable[..., AppState
         await state.close()
 
 
-async def test_disabled_stripe_leaves_the_local_provider(make_state: Callable[..., AppState]) -> None:
+async def test_disabled_stripe_leaves_the_local_provider(make_state: Callable[..., Billfold]) -> None:
     for overrides in ({}, {"plugins": {"stripe": {"enabled": False, "secret_key": "sk_test_x"}}}):
         state = make_state(overrides)
         try:

@@ -22,9 +22,7 @@ import stripe
 import uvicorn
 from sqlalchemy import text
 
-from billfold.api.app import create_app
-from billfold.payments import profiles
-from billfold.state import AppState
+from billfold.api.app import Billfold, create_app
 from billfold_stripe.provider import StripeProvider
 from conftest import assert_error, verify
 from stripe_support import (
@@ -64,7 +62,7 @@ def config_overrides(localstripe: LocalStripe) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def billfold_url(state: AppState, client: httpx.AsyncClient) -> AsyncIterator[str]:
+async def billfold_url(state: Billfold, client: httpx.AsyncClient) -> AsyncIterator[str]:
     """The same Billfold (same state) served by uvicorn on 127.0.0.1, for localstripe's webhooks.
 
     ``client`` has already run the app's lifespan for this state; this server skips its own."""
@@ -107,9 +105,8 @@ async def save_default(client: httpx.AsyncClient, tenant: Any, method: str) -> d
     return dict(response.json())
 
 
-async def customer_of(state: AppState, tenant: Any) -> str:
-    async with state.engine.connect() as conn:
-        profile = await profiles.get_profile(conn, uuid.UUID(tenant.org_id))
+async def customer_of(state: Billfold, tenant: Any) -> str:
+    profile = await state.profiles.get(uuid.UUID(tenant.org_id))
     assert profile.customer_id is not None
     return profile.customer_id
 
@@ -123,12 +120,12 @@ async def top_up(client: httpx.AsyncClient, tenant: Any, amount_cents: int, **ex
 # -- top-ups -----------------------------------------------------------------------------------
 
 
-async def test_stripe_is_the_provider(state: AppState, client: httpx.AsyncClient) -> None:
+async def test_stripe_is_the_provider(state: Billfold, client: httpx.AsyncClient) -> None:
     assert isinstance(state.provider, StripeProvider)
 
 
 async def test_top_up_with_a_saved_card_credits(
-    client: httpx.AsyncClient, tenant: Any, state: AppState, localstripe: LocalStripe
+    client: httpx.AsyncClient, tenant: Any, state: Billfold, localstripe: LocalStripe
 ) -> None:
     card = await localstripe.card(CARD_OK)
     account = await save_default(client, tenant, card)
@@ -156,7 +153,7 @@ async def test_top_up_with_a_method_in_the_request(
 
 
 async def test_decline_is_402_card_declined(
-    client: httpx.AsyncClient, tenant: Any, state: AppState, localstripe: LocalStripe
+    client: httpx.AsyncClient, tenant: Any, state: Billfold, localstripe: LocalStripe
 ) -> None:
     await save_default(client, tenant, await localstripe.card(CARD_DECLINED_AT_CHARGE))
 
@@ -177,7 +174,7 @@ async def test_unknown_payment_method_is_400(client: httpx.AsyncClient, tenant: 
 async def test_three_d_secure_then_webhook_credits_once(
     client: httpx.AsyncClient,
     tenant: Any,
-    state: AppState,
+    state: Billfold,
     localstripe: LocalStripe,
     billfold_url: str,
     webhook_receiver: WebhookReceiver,
@@ -211,7 +208,7 @@ async def test_three_d_secure_then_webhook_credits_once(
     assert await verify(state) == []
 
 
-async def test_forged_webhook_is_refused(client: httpx.AsyncClient, tenant: Any, state: AppState) -> None:
+async def test_forged_webhook_is_refused(client: httpx.AsyncClient, tenant: Any, state: Billfold) -> None:
     event = {
         "id": "evt_forged",
         "object": "event",
@@ -239,7 +236,7 @@ async def test_forged_webhook_is_refused(client: httpx.AsyncClient, tenant: Any,
 
 
 async def test_setup_intent_then_default_payment_method(
-    client: httpx.AsyncClient, tenant: Any, state: AppState, localstripe: LocalStripe
+    client: httpx.AsyncClient, tenant: Any, state: Billfold, localstripe: LocalStripe
 ) -> None:
     response = await client.post("/v1/billing/setup-intent", headers=tenant.headers)
     assert response.status_code == 201, response.text
@@ -269,7 +266,7 @@ async def test_setup_intent_then_default_payment_method(
 
 
 async def test_a_card_saved_in_the_browser_is_recorded_with_its_details_from_the_webhook(
-    client: httpx.AsyncClient, tenant: Any, state: AppState, localstripe: LocalStripe
+    client: httpx.AsyncClient, tenant: Any, state: Billfold, localstripe: LocalStripe
 ) -> None:
     """Stripe.js confirms the SetupIntent and only the webhook tells Billfold: the method is kept
     with its brand, last4 and expiry (asked of Stripe) and becomes the default."""
@@ -327,7 +324,7 @@ async def charge(client: httpx.AsyncClient, tenant: Any, amount_cents: int) -> N
 
 
 async def test_auto_reload_charges_the_saved_card_off_session(
-    client: httpx.AsyncClient, new_tenant: Any, state: AppState, localstripe: LocalStripe
+    client: httpx.AsyncClient, new_tenant: Any, state: Billfold, localstripe: LocalStripe
 ) -> None:
     tenant = await new_tenant(balance=3000)
     await save_default(client, tenant, await localstripe.card(CARD_OK))
@@ -354,7 +351,7 @@ async def test_auto_reload_charges_the_saved_card_off_session(
 async def test_auto_reload_needing_3d_secure_asks_the_customer(
     client: httpx.AsyncClient,
     new_tenant: Any,
-    state: AppState,
+    state: Billfold,
     localstripe: LocalStripe,
     billfold_url: str,
 ) -> None:
@@ -401,7 +398,7 @@ def recorded_checkout(
 
 
 async def test_checkout_then_completed_webhook_credits_once(
-    recorded_checkout: list[RecordedStripeHTTPClient], client: httpx.AsyncClient, tenant: Any, state: AppState
+    recorded_checkout: list[RecordedStripeHTTPClient], client: httpx.AsyncClient, tenant: Any, state: Billfold
 ) -> None:
     response = await client.post(
         "/v1/billing/checkout",

@@ -1,53 +1,67 @@
-"""The `billfold` command line."""
+"""The `billfold` command line.
+
+Commands import what they need when they run, so ``--help`` and small commands start fast. Every
+command that touches the database works on a fresh one: SQLite files are migrated first; a
+PostgreSQL database with missing migrations is refused in one line naming ``billfold db upgrade``.
+Plugins add commands through ``billfold_register_commands``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from billfold.cli_support import LazyState, billfold, run_command
 from billfold.config import ConfigError, load_config
 from billfold.config.loader import default_config_path
-from billfold.errors import BillfoldError
 
-T = TypeVar("T")
-
-
-def _state() -> Any:
-    from billfold.state import AppState
-
-    try:
-        config, lines = load_config()
-        return AppState(config, lines=lines, source=str(default_config_path()))
-    except ConfigError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from None
+if TYPE_CHECKING:
+    from billfold.api.app import Billfold
 
 
-def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
-    state = _state()
+class BillfoldGroup(click.Group):
+    """The root group: the core's commands, then the enabled plugins' (loaded on first listing)."""
 
-    async def main() -> T:
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
         try:
-            return await fn(state)
-        finally:
-            await state.engine.dispose()
+            from billfold.plugins import create_plugin_manager
 
-    try:
-        return asyncio.run(main())
-    except BillfoldError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+            pm = create_plugin_manager()
+        except Exception as exc:  # a broken plugin must not take the core's commands down
+            click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+            return
+        pm.hook.billfold_register_commands(cli=self, state=LazyState())
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None:
+            self._load_plugin_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
 
 
-@click.group()
+@click.group(cls=BillfoldGroup)
 @click.version_option(package_name="billfold")
 def main() -> None:
     """Billfold: prepaid billing. BILLFOLD_CONFIG names the config file (default config/billing.yaml)."""
+
+
+def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
+    click.echo(json.dumps(result) if as_json else text)
 
 
 @main.command()
@@ -59,12 +73,13 @@ def serve(host: str | None, port: int | None, workers: int | None, no_migrate: b
     """Apply migrations and serve the API (with the background worker in-process)."""
     import uvicorn
 
+    from billfold.cli_support import migration_sources
     from billfold.db.migrate import upgrade
 
-    state = _state()  # validates the config and every plugin section, or refuses to start
+    app = billfold()  # validates the config and every plugin section, or refuses to start
     if not no_migrate:
-        upgrade(state.config.database.url)
-    server = state.config.server
+        upgrade(app.config.database.url, sources=migration_sources(app))
+    server = app.config.server
     os.environ.setdefault("BILLFOLD_CONFIG", str(default_config_path()))
     uvicorn.run(
         "billfold.api.app:create_app_from_env",
@@ -80,22 +95,27 @@ def serve(host: str | None, port: int | None, workers: int | None, no_migrate: b
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+@click.option("--once", is_flag=True, help="Deliver what is due (and run each plugin task once), then exit.")
 def worker(once: bool) -> None:
-    """Run the background worker alone (outbox delivery, hold expiry, auto-reload)."""
+    """Run the background worker alone (outbox delivery, hold expiry, auto-reload, plugin tasks)."""
+    import asyncio
 
-    async def go(state: Any) -> None:
-        await state.worker.load_handlers()
+    app = billfold()
+
+    async def go() -> None:
+        await app.clock.start()
+        await app.worker.load_handlers()
         if once:
-            await state.worker.drain()
+            await app.worker.drain()
+            await app.worker.run_tasks_once()
             return
-        state.worker.start()
+        app.worker.start()
         try:
             await asyncio.Event().wait()
         finally:
-            await state.worker.stop()
+            await app.worker.stop()
 
-    _run(go)
+    run_command(go())
 
 
 @main.group()
@@ -127,16 +147,15 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="head", show_default=True, help="The core's target revision.")
 def db_upgrade(revision: str) -> None:
-    """Apply the migrations."""
+    """Apply the migrations: the core's, then each enabled plugin's (each in its own version table)."""
+    from billfold.cli_support import migration_sources
     from billfold.db.migrate import upgrade
 
-    try:
-        loaded, _ = load_config()
-    except ConfigError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from None
-    upgrade(loaded.database.url, revision)
+    app = billfold()
+    for applied in upgrade(app.config.database.url, revision, sources=migration_sources(app)):
+        click.echo(applied.describe())
     click.echo("database is at " + revision)
 
 
@@ -148,14 +167,13 @@ def orgs() -> None:
 @orgs.command("create")
 @click.option("--name", required=True)
 @click.option("--currency", default=None, help="Default: default_currency from the config.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
 def orgs_create(name: str, currency: str | None, as_json: bool) -> None:
     """Create an organization and its first API key (shown once)."""
+    app = billfold()
 
-    async def go(state: Any) -> dict[str, Any]:
-        async with state.engine.begin() as conn:
-            org = await state.orgs.create(conn, name=name, currency=currency or state.config.default_currency)
-            key = await state.orgs.issue_key(conn, org.id, name="default")
+    async def go() -> dict[str, Any]:
+        org, key = await app.orgs.create_with_key(name=name, currency=currency)
         return {
             "id": str(org.id),
             "name": org.name,
@@ -164,12 +182,13 @@ def orgs_create(name: str, currency: str | None, as_json: bool) -> None:
             "key_id": str(key.id),
         }
 
-    result = _run(go)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(f"organization {result['id']} ({result['name']}, {result['currency']})")
-        click.echo(f"API key (shown once): {result['api_key']}")
+    result = run_command(go())
+    _print(
+        result,
+        as_json,
+        f"organization {result['id']} ({result['name']}, {result['currency']})\n"
+        f"API key (shown once): {result['api_key']}",
+    )
 
 
 @main.group()
@@ -180,29 +199,25 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--org", "org_id", required=True, type=click.UUID)
 @click.option("--name", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
 def keys_create(org_id: uuid.UUID, name: str, as_json: bool) -> None:
     """Issue another API key for an organization (shown once)."""
+    app = billfold()
 
-    async def go(state: Any) -> dict[str, Any]:
-        async with state.engine.begin() as conn:
-            key = await state.orgs.issue_key(conn, org_id, name=name)
+    async def go() -> dict[str, Any]:
+        key = await app.keys.issue(org_id, name=name)
         return {"id": str(key.id), "org_id": str(key.org_id), "prefix": key.prefix, "api_key": key.api_key}
 
-    result = _run(go)
-    click.echo(json.dumps(result) if as_json else f"API key (shown once): {result['api_key']}")
+    result = run_command(go())
+    _print(result, as_json, f"API key (shown once): {result['api_key']}")
 
 
 @keys.command("revoke")
 @click.argument("key_id", type=click.UUID)
 def keys_revoke(key_id: uuid.UUID) -> None:
     """Revoke an API key."""
-
-    async def go(state: Any) -> None:
-        async with state.engine.begin() as conn:
-            await state.orgs.revoke_key(conn, key_id)
-
-    _run(go)
+    app = billfold()
+    run_command(app.keys.revoke(key_id))
     click.echo(f"revoked {key_id}")
 
 
@@ -215,13 +230,13 @@ def ledger() -> None:
 @click.option("--org", "org_id", required=True, type=click.UUID)
 @click.option("--amount-cents", required=True, type=int, help="Positive credits, negative debits.")
 @click.option("--description", required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
 def ledger_adjust(org_id: uuid.UUID, amount_cents: int, description: str, as_json: bool) -> None:
     """Post an operator adjustment."""
+    app = billfold()
 
-    async def go(state: Any) -> dict[str, Any]:
-        async with state.engine.begin() as conn:
-            posted = await state.ledger.adjust(conn, org_id, amount_cents, description=description)
+    async def go() -> dict[str, Any]:
+        posted = await app.ledger.adjust(org_id, amount_cents, description=description)
         return {
             "entry_id": posted.entry.id,
             "amount_cents": posted.entry.amount_cents,
@@ -230,8 +245,8 @@ def ledger_adjust(org_id: uuid.UUID, amount_cents: int, description: str, as_jso
             "total": posted.account.total_cents,
         }
 
-    result = _run(go)
-    click.echo(json.dumps(result) if as_json else f"entry {result['entry_id']}: balance now {result['free']}")
+    result = run_command(go())
+    _print(result, as_json, f"entry {result['entry_id']}: balance now {result['free']}")
 
 
 @ledger.command("verify")
@@ -239,11 +254,13 @@ def ledger_verify() -> None:
     """Check every ledger invariant; exit 1 with a report when one is broken."""
     from billfold.ledger.verify import verify_ledger
 
-    async def go(state: Any) -> list[Any]:
-        async with state.engine.connect() as conn:
+    app = billfold()
+
+    async def go() -> list[Any]:
+        async with app.db.reading() as conn:
             return await verify_ledger(conn)
 
-    violations = _run(go)
+    violations = run_command(go())
     if violations:
         click.echo(f"{len(violations)} invariant violation(s):", err=True)
         for v in violations:
@@ -252,32 +269,57 @@ def ledger_verify() -> None:
     click.echo("ledger ok: every invariant holds")
 
 
-@ledger.command("refresh-watermarks")
-def ledger_refresh_watermarks() -> None:
-    """Ask the plugins again which balance levels they watch, for every account.
-
-    Run it after installing or reconfiguring a plugin that implements billfold_balance_watermarks:
-    accounts store the highest watched level, and only new organizations and settings changes
-    refresh it by themselves. One short transaction per account."""
+def _refresh_levels(app: Billfold) -> tuple[int, int]:
     from sqlalchemy import select
 
-    from billfold.db import table_of
-    from billfold.ledger.models import Account
+    from billfold.ledger.rows import accounts
 
-    accounts = table_of(Account)
-
-    async def go(state: Any) -> tuple[int, int]:
-        async with state.engine.connect() as conn:
-            before = dict((await conn.execute(select(accounts.c.org_id, accounts.c.watermark_cents))).all())
+    async def go() -> tuple[int, int]:
+        async with app.db.reading() as conn:
+            before = {
+                row[0]: list(row[1] or [])
+                for row in await conn.execute(select(accounts.c.org_id, accounts.c.watch_levels))
+            }
         changed = 0
         for org_id, old in before.items():
-            async with state.engine.begin() as conn:
-                if await state.ledger.refresh_watermark(conn, org_id) != old:
-                    changed += 1
+            if await app.ledger.refresh_levels(org_id) != old:
+                changed += 1
         return len(before), changed
 
-    total, changed = _run(go)
-    click.echo(f"watermarks refreshed: {total} account(s), {changed} changed")
+    return run_command(go())
+
+
+@ledger.command("refresh-levels")
+def ledger_refresh_levels() -> None:
+    """Ask the plugins again which balance levels they watch, for every account.
+
+    Run it after installing or reconfiguring a plugin that implements billfold_balance_levels:
+    only new organizations and settings changes refresh them by themselves. One short transaction
+    per account."""
+    total, changed = _refresh_levels(billfold())
+    click.echo(f"levels refreshed: {total} account(s), {changed} changed")
+
+
+@ledger.command("refresh-watermarks", hidden=True)
+def ledger_refresh_watermarks() -> None:
+    """The former name of refresh-levels."""
+    total, changed = _refresh_levels(billfold())
+    click.echo(f"levels refreshed: {total} account(s), {changed} changed")
+
+
+@main.group()
+def clock() -> None:
+    """The business clock (development only)."""
+
+
+@clock.command("show")
+def clock_show() -> None:
+    """Print the business time."""
+    from billfold.clock import now
+
+    app = billfold()
+    run_command(app.clock.start())
+    click.echo(now().isoformat())
 
 
 @main.group()
@@ -286,15 +328,19 @@ def plugins() -> None:
 
 
 @plugins.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Optional: print JSON.")
 def plugins_list(as_json: bool) -> None:
-    """List registered plugins and the hooks they implement."""
-    from billfold.plugins import create_plugin_manager, plugin_names
+    """List installed plugins, whether they are enabled, and the hooks each implements."""
+    from billfold.plugins import describe_plugins
 
-    described = plugin_names(create_plugin_manager())
+    app = billfold()
+    described = describe_plugins(app.pm, app.sections)
     if as_json:
         click.echo(json.dumps(described))
         return
     for p in described:
-        origin = "default" if p["default"] else f"{p['distribution']} {p['version']}"
-        click.echo(f"{p['name']} ({origin}): {', '.join(p['hooks'])}")
+        origin = (
+            "default" if p["default"] else f"{p['distribution'] or 'unpackaged'} {p['version'] or ''}".strip()
+        )
+        state = "enabled" if p["enabled"] else "disabled"
+        click.echo(f"{p['name']} ({origin}, {state}): {', '.join(p['hooks']) or '-'}")

@@ -88,5 +88,15 @@ class ProviderRefused(BillfoldError):
     code = "provider_error"
 
 
+class RetryLater(Exception):
+    """Raised by an outbox event handler to be called again in ``seconds`` (instead of the
+    worker's backoff), e.g. after a 429 with Retry-After."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {seconds} s")
+        self.seconds = seconds
+        self.reason = reason
+
+
 class StartupError(Exception):
     """Raised at start-up (by the core or a plugin) to refuse to start with a clear message."""

@@ -1,127 +1,291 @@
 """Hook specifications: the contract between Billfold and its plugins.
 
 Hooks are called by keyword. An implementation may accept any subset of the arguments, so new
-arguments never break old plugins. Hooks marked "may return an awaitable" can be ``async def``;
-Billfold awaits what they return. See README "Writing a plugin" for an example of each hook.
+arguments never break old plugins. Every hook receives ``state`` (:class:`PluginState`), a
+read-only view of the running Billfold: its config, the plugin's own section and the services a
+plugin may call. An implementation may be ``async def``; Billfold awaits what it returns.
+
+Hooks that take ``conn`` run inside the writing transaction: what a plugin writes through that
+connection commits or rolls back with the change that called it, so a reaction is never lost and
+never outlives a rolled-back write. The README's "Writing a plugin" has a section per hook, with
+an example; a test fails when one is missing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import msgspec
 import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from billfold.config import BillfoldConfig
+    from billfold.db import Database
+    from billfold.events.outbox import DomainEvent
+    from billfold.ledger.holds import HoldService
+    from billfold.ledger.rows import AccountRow, EntryRow
+    from billfold.ledger.service import LedgerService
+    from billfold.orgs.service import OrgRow, OrgService
+    from billfold.payments.provider import PaymentProvider, ProviderEvent
 
 hookspec = pluggy.HookspecMarker("billfold")
 hookimpl = pluggy.HookimplMarker("billfold")
 
+Direction = Literal["down", "up"]
+"""Which way a write moved the free balance across a watched level."""
+
+
+class PriceQuote(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of ``billfold_price_usage``: the price of one billed unit, in minor units.
+
+    ``unit_price`` may be fractional (``Decimal("0.79")`` cents); Billfold carries the fraction
+    per organization, channel and currency so that N units always cost round(N * price).
+    ``tier`` is what a tenant sees of the tier that priced it: ``{channel, current, volume_used}``.
+    """
+
+    unit_price: Decimal
+    tier: dict[str, Any] | None = None
+
+
+class WorkerTask(msgspec.Struct, frozen=True, kw_only=True):
+    """A periodic job a plugin runs in the background worker (``billfold_worker_tasks``).
+
+    ``run`` is called every ``interval_seconds`` (real time), concurrently with the worker's other
+    tasks; an exception is logged and the task runs again at its next interval."""
+
+    name: str
+    interval_seconds: float
+    run: Callable[[], Awaitable[None]]
+
+
+class PluginState(Protocol):
+    """What every hook receives as ``state``: a read-only view of the running Billfold."""
+
+    @property
+    def config(self) -> BillfoldConfig:
+        """The validated billing.yaml (immutable)."""
+        ...
+
+    def plugin_config(self, name: str) -> Any:
+        """The validated ``plugins.<name>`` section: the plugin's own Struct."""
+        ...
+
+    def plugin_enabled(self, name: str) -> bool:
+        """False when ``plugins.<name>.enabled`` is false."""
+        ...
+
+    @property
+    def db(self) -> Database:
+        """Connections and transactions on Billfold's database (``db.transaction()``)."""
+        ...
+
+    @property
+    def ledger(self) -> LedgerService:
+        """Balances and entries: the only writer of money."""
+        ...
+
+    @property
+    def holds(self) -> HoldService:
+        """Holds: reserve, capture, release."""
+        ...
+
+    @property
+    def orgs(self) -> OrgService:
+        """Organizations."""
+        ...
+
+    @property
+    def provider(self) -> PaymentProvider:
+        """The active payment provider."""
+        ...
+
+    def wake_worker(self) -> None:
+        """Ask the in-process worker for a round now (after a commit that queued work)."""
+        ...
+
+
+class MigrationSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A distribution's Alembic scripts (``billfold_migrations``): its own branch and version table."""
+
+    name: str
+    """The branch label and the suffix of its version table (``alembic_version_<name>``)."""
+    script_location: Path
+
 
 @hookspec
-def billfold_config_schema() -> Any:
-    """Declare this plugin's config section.
+def billfold_config_schema() -> tuple[str, type[Any]] | None:
+    """Declare this plugin's config section: return ``(name, StructType)``.
 
-    Return ``(name, StructType)``: the section ``plugins.<name>`` of billing.yaml is converted into
-    ``StructType`` (a msgspec Struct) at start-up; an invalid section stops the server with the
-    YAML key path and line. The converted value is available as ``app_state.plugin_config(name)``.
+    The section ``plugins.<name>`` of billing.yaml is converted into ``StructType`` (a msgspec
+    Struct) at start-up; an invalid section stops the server with the key path and line. Every
+    section accepts ``enabled: false`` (declare ``enabled: bool = True`` on the Struct to read it).
     """
 
 
 @hookspec
-def billfold_startup(state: Any) -> Any:
+def billfold_startup(state: PluginState) -> Awaitable[None] | None:
     """Called once when the application starts, after the config is validated and the database is
-    reachable. ``state`` is the :class:`billfold.state.AppState`. May return an awaitable.
-    Raise :class:`billfold.errors.StartupError` to refuse to start with a clear message."""
+    reachable. Raise :class:`billfold.StartupError` to refuse to start with a clear message."""
 
 
 @hookspec
-def billfold_routes(state: Any) -> Any:
-    """Return a list of Litestar route handlers or controllers to mount on the app."""
+def billfold_routes(state: PluginState) -> Sequence[Any] | None:
+    """Return Litestar route handlers or controllers to mount on the app.
+
+    Guard operator routes with :func:`billfold.operator_guard`; a tenant route declares the
+    dependency ``org: NamedDependency[billfold.OrgScope]`` to get the key's organization (a path
+    parameter ``org_id`` is checked against it: another organization is 403)."""
 
 
 @hookspec(firstresult=True)
-def billfold_payment_provider(state: Any) -> Any:
-    """Return the active :class:`billfold.payments.provider.PaymentProvider`, or None to pass.
+def billfold_payment_provider(state: PluginState) -> PaymentProvider | None:
+    """Return the active :class:`billfold.PaymentProvider`, or None to pass.
 
     The first non-None answer wins; the built-in local provider answers last (``trylast``)."""
 
 
 @hookspec
 def billfold_authorize_debit(
-    conn: Any, org_id: Any, amount_cents: int, kind: str, context: dict[str, Any], state: Any
-) -> Any:
-    """Decide whether a debit (charge or hold) may happen, before the balance is touched.
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    amount_cents: int,
+    kind: str,
+    context: dict[str, Any],
+    state: PluginState,
+) -> Awaitable[None] | None:
+    """Decide whether a debit (``kind`` "debit" or "hold") may happen, before the balance moves.
 
-    Runs inside the writing transaction (``conn`` is the SQLAlchemy AsyncConnection). Refuse by
-    raising :class:`billfold.errors.PaymentRequired` (HTTP 402) with a machine code; return None
-    to allow. May return an awaitable."""
+    Runs inside the writing transaction. Refuse by raising :class:`billfold.PaymentRequired`
+    (HTTP 402) with a machine code; return None to allow. While any plugin implements this hook,
+    every charge runs as an explicit transaction (see the README on the single-statement path)."""
 
 
 @hookspec
-def billfold_ledger_entry_written(conn: Any, entry: Any, account: Any, state: Any) -> Any:
+def billfold_ledger_entry_written(
+    conn: AsyncConnection, entry: EntryRow, account: AccountRow, state: PluginState
+) -> Awaitable[None] | None:
     """A ledger entry was written; called inside the same transaction, before commit.
 
-    ``entry`` is a :class:`billfold.ledger.service.EntryRow`, ``account`` the
-    :class:`billfold.ledger.service.AccountRow` after the change. Anything written through
-    ``conn`` commits or rolls back with the entry, so a reaction can never be lost.
-    May return an awaitable.
-
-    Cost: while any plugin implements this hook, every debit on PostgreSQL runs as an explicit
-    transaction (BEGIN, write, hooks, COMMIT) instead of one self-committing statement, and the
-    account row stays locked while the hooks run. A plugin that only cares about low balances
-    should use ``billfold_balance_watermarks`` + ``billfold_balance_below_watermark`` instead."""
+    ``account`` is the account after the change. Cost: while any plugin implements this hook,
+    every charge on PostgreSQL runs as an explicit transaction instead of one self-committing
+    statement, and the account row stays locked while the hooks run. A plugin that cares about
+    balance levels should use ``billfold_balance_levels`` + ``billfold_balance_crossed``."""
 
 
 @hookspec
-def billfold_balance_watermarks(conn: Any, org_id: Any) -> Any:
-    """Return the free-balance levels (minor units) this plugin wants to hear about, or None.
+def billfold_balance_levels(
+    conn: AsyncConnection, org_id: uuid.UUID, state: PluginState
+) -> int | Sequence[int] | None:
+    """Return the free-balance levels (minor units) this plugin watches for an organization.
 
-    The ledger stores the highest on the account (asked again whenever a plugin calls
-    ``LedgerService.refresh_watermark``); a write that leaves the free balance below it flags
-    ``account.below_watermark`` and calls ``billfold_balance_below_watermark``. May return an
-    awaitable."""
-
-
-@hookspec
-def billfold_balance_below_watermark(conn: Any, entry: Any, account: Any, state: Any) -> Any:
-    """A write took money out of the free balance and left it below the account's watermark.
-
-    Called inside the writing transaction, before commit, with the same arguments as
-    ``billfold_ledger_entry_written`` (check ``account.free_cents`` against your own levels: the
-    watermark is the highest level any plugin watches). Debits that stay above the watermark
-    never reach this hook, which keeps them on the single-statement path. May return an
-    awaitable.
-
-    Example (queue a reminder when the balance falls under 5 dollars)::
-
-        @hookimpl
-        def billfold_balance_watermarks(conn, org_id):
-            return 500
-
-        @hookimpl
-        async def billfold_balance_below_watermark(conn, entry, account, state):
-            if account.free_cents < 500:
-                await emit(conn, "reminder.low_balance", {"free": account.free_cents},
-                           org_id=account.org_id)
-    """
+    The account keeps the union of every plugin's levels, refreshed when an organization is
+    created, when a plugin calls ``state.ledger.refresh_levels(org_id)``, and by
+    ``billfold ledger refresh-levels``."""
 
 
 @hookspec
-def billfold_event_handlers(state: Any) -> Any:
-    """Return ``{event_type: async handler(state, event)}`` for outbox events.
+def billfold_balance_crossed(
+    conn: AsyncConnection,
+    entry: EntryRow,
+    account: AccountRow,
+    levels: list[int],
+    direction: Direction,
+    state: PluginState,
+) -> Awaitable[None] | None:
+    """A write moved the free balance across one or more watched ``levels``.
+
+    ``direction`` "down": before ≥ level > after (a debit, refund, hold, negative adjustment);
+    "up": before < level ≤ after (a credit, release, positive adjustment). Called inside the
+    writing transaction, before commit. Writes that cross no level never call it, which keeps
+    charges on the single-statement path."""
+
+
+@hookspec
+def billfold_domain_event(
+    conn: AsyncConnection, event: DomainEvent, state: PluginState
+) -> Awaitable[None] | None:
+    """A domain event was emitted (``billfold.emit``): called inside the writing transaction.
+
+    Every event is also written to the outbox and delivered after commit to the handlers of
+    ``billfold_event_handlers``; this hook is for reactions that must commit with the change
+    (queue a webhook delivery, update a counter)."""
+
+
+@hookspec(firstresult=True)
+def billfold_price_usage(
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    channel: str,
+    message_type: str | None,
+    quantity: int,
+    currency: str,
+    at: datetime.datetime,
+    state: PluginState,
+) -> PriceQuote | Awaitable[PriceQuote | None] | None:
+    """Price ``quantity`` billed units of a usage event; the first non-None answer wins.
+
+    Called inside the usage write's transaction (lock what must be counted exactly there). The
+    core's flat price from ``channels.<name>.price`` answers last (``trylast``)."""
+
+
+@hookspec
+def billfold_month_close(
+    conn: AsyncConnection, org_id: uuid.UUID, period: str, state: PluginState
+) -> Awaitable[None] | None:
+    """A UTC calendar month (``period`` "YYYY-MM") closes for an organization.
+
+    Called once per organization and month, inside the month close's transaction, before the
+    invoice is cut."""
+
+
+@hookspec
+def billfold_event_handlers(
+    state: PluginState,
+) -> dict[str, Callable[[DomainEvent], Awaitable[None]]] | None:
+    """Return ``{event_type: async handler(event)}`` for outbox events.
 
     Handlers run in the background worker after the writing transaction committed, at least
-    once per event (make them idempotent); an exception retries the event later."""
+    once per event (make them idempotent). An exception retries the event with backoff; raise
+    :class:`billfold.RetryLater` to choose the delay."""
 
 
 @hookspec
-def billfold_provider_webhook(state: Any, event: Any) -> Any:
-    """A verified provider webhook event (:class:`billfold.payments.provider.ProviderEvent`) arrived.
-
-    Called after Billfold applied it (payments credited, methods marked ready), once per event id.
-    May return an awaitable."""
+def billfold_worker_tasks(state: PluginState) -> Sequence[WorkerTask] | None:
+    """Return periodic background jobs (:class:`billfold.WorkerTask`) to run in the worker."""
 
 
 @hookspec
-def billfold_organization_created(conn: Any, org: Any, config: Any) -> Any:
-    """A new organization (``org``: :class:`billfold.orgs.service.OrgRow`) was created; called in
-    the creating transaction, so per-organization rows a plugin keeps are created atomically.
-    May return an awaitable."""
+def billfold_provider_webhook(event: ProviderEvent, state: PluginState) -> Awaitable[None] | None:
+    """A verified provider webhook event arrived and was applied (once per event id)."""
+
+
+@hookspec
+def billfold_organization_created(
+    conn: AsyncConnection, org: OrgRow, state: PluginState
+) -> Awaitable[None] | None:
+    """A new organization was created; called in the creating transaction, so the rows a plugin
+    keeps per organization are created atomically with it."""
+
+
+@hookspec
+def billfold_register_commands(cli: click.Group, state: PluginState) -> None:
+    """Add commands to the ``billfold`` command line (``@cli.command()``).
+
+    ``state`` is built on first use, so ``--help`` never opens the database; run async code
+    with ``billfold.run_command(coroutine)``."""
+
+
+@hookspec
+def billfold_migrations(state: PluginState) -> MigrationSource | None:
+    """Return this distribution's Alembic scripts (:class:`billfold.MigrationSource`).
+
+    ``billfold db upgrade`` applies the core's, then each enabled plugin's, each in its own
+    version table: a plugin disabled or uninstalled later never makes an upgrade fail."""

@@ -1,24 +1,36 @@
-"""The Litestar application factory."""
+"""The composition root: the only module that imports every domain.
+
+:class:`Billfold` builds every service once, each with exactly its collaborators (the database,
+the ledger, the hook caller, its own config section); :class:`BillfoldPlugin` mounts the routes
+and hands each route the services it names, through one Litestar dependency provider per
+service. The CLI and the tests use the same :class:`Billfold`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from litestar import Litestar, Request, get
+import pluggy
+from litestar import Litestar, Request
 from litestar.config.app import AppConfig
-from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPluginProtocol
-from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billfold import __version__
-from billfold.api.auth import admin_guard
+from billfold.api.auth import KEYS_STATE_KEY, OPERATOR_STATE_KEY, OperatorAuth, provide_org_scope
+from billfold.api.dependencies import resolve_in_sequence
 from billfold.api.errors import exception_handlers
 from billfold.api.ratelimit import (
     MemoryWindowCounters,
@@ -26,18 +38,203 @@ from billfold.api.ratelimit import (
     WindowCounterRateLimitMiddleware,
     WindowCounters,
 )
-from billfold.ledger.routes import CreditsController, LedgerController
-from billfold.orgs.routes import AdminController, KeysController
-from billfold.payments.routes import (
-    PAYMENT_ROUTES,
-    BillingController,
-    OrganizationBillingController,
-    OrgBillingController,
+from billfold.api.request import BillfoldRequest
+from billfold.clock import BusinessClock
+from billfold.config import BillfoldConfig
+from billfold.config.loader import _Lines
+from billfold.db import Database, create_engine
+from billfold.events.outbox import bind_reactions
+from billfold.events.worker import Worker
+from billfold.fields import MAX_BODY_BYTES
+from billfold.ledger.holds import HoldService
+from billfold.ledger.idempotency import IdempotencyService
+from billfold.ledger.service import LedgerService
+from billfold.orgs.keys import KeyCache, KeyService
+from billfold.orgs.revocations import RevocationListener
+from billfold.orgs.service import OrgService
+from billfold.payments.autoreload import AutoReloadService
+from billfold.payments.credits import CreditService
+from billfold.payments.methods import MethodService
+from billfold.payments.profiles import ProfileService
+from billfold.payments.provider import PaymentProvider
+from billfold.payments.topups import TopUpService
+from billfold.payments.webhooks import WebhookService
+from billfold.plugins import (
+    Hooks,
+    HookState,
+    create_plugin_manager,
+    switch_off_disabled,
+    validate_plugin_configs,
 )
-from billfold.plugins import call_all, plugin_names
-from billfold.state import AppState
 
 logger = logging.getLogger("billfold")
+
+CORE_PLUGINS = ("billfold.payments.profiles", "billfold.payments.autoreload")
+"""The core's services that implement hooks, registered on the plugin manager like plugins."""
+
+
+class Billfold:
+    """Every service of a running Billfold, built once from a validated config."""
+
+    def __init__(
+        self,
+        config: BillfoldConfig,
+        *,
+        lines: _Lines | None = None,
+        source: str = "<config>",
+        pm: pluggy.PluginManager | None = None,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.pm = pm or create_plugin_manager()
+        self.sections = validate_plugin_configs(self.pm, config.plugins, lines=lines, source=source)
+        self.switched_off = switch_off_disabled(self.pm, self.sections)
+        self.engine = engine or create_engine(config.database)
+        self.db = Database(self.engine)
+        self.clock = BusinessClock(self.db, production=config.is_production)
+        self.hook_state = HookState(config, self.sections, self.db)
+        self.hooks = Hooks(self.pm, self.hook_state)
+        bind_reactions(self.engine, self.hooks)
+        self._provider: PaymentProvider | None = None
+
+        self.ledger = LedgerService(self.db, self.hooks)
+        self.holds = HoldService(self.db, self.ledger)
+        self.idempotency = IdempotencyService(self.db)
+        self.key_cache = KeyCache(config.auth.key_cache_seconds, config.auth.key_cache_notified_seconds)
+        self.keys = KeyService(
+            self.db, self.key_cache, prefix="sk_live_" if config.is_production else "sk_test_"
+        )
+        self.orgs = OrgService(
+            self.db,
+            self.ledger,
+            self.keys,
+            self.hooks,
+            currencies=config.currencies,
+            default_currency=config.default_currency,
+        )
+        self.revocations = RevocationListener(self.engine, self.key_cache)
+        self.profiles = ProfileService(self.db, config.auto_reload)
+        self.credits = CreditService(self.db, self.ledger, self.orgs)
+        self.methods = MethodService(self.db, self.profiles, self.orgs, self.provider_now)
+        self.autoreload = AutoReloadService(
+            self.db,
+            ledger=self.ledger,
+            profiles=self.profiles,
+            credits=self.credits,
+            provider=self.provider_now,
+            defaults=config.auto_reload,
+        )
+        self.topups = TopUpService(
+            self.db,
+            ledger=self.ledger,
+            profiles=self.profiles,
+            methods=self.methods,
+            credits=self.credits,
+            idempotency=self.idempotency,
+            currencies=config.currencies,
+            provider=self.provider_now,
+        )
+        self.webhooks = WebhookService(
+            self.db, ledger=self.ledger, credits=self.credits, methods=self.methods, hooks=self.hooks
+        )
+        self.worker = Worker(
+            db=self.db, holds=self.holds, hooks=self.hooks, clock=self.clock, config=config.worker
+        )
+        self.operator = OperatorAuth({"bootstrap": os.environ.get("BILLFOLD_ADMIN_API_KEY", "")})
+        self.rate_limit_counters: WindowCounters | None = None
+        self.hook_state.bind(
+            ledger=self.ledger,
+            holds=self.holds,
+            orgs=self.orgs,
+            provider=self.provider_now,
+            wake=self.worker.wake,
+        )
+        for name, service in zip(CORE_PLUGINS, (self.profiles, self.autoreload), strict=True):
+            if self.pm.get_plugin(name) is None:
+                self.pm.register(service, name=name)
+        self._clock_refresher: asyncio.Task[None] | None = None
+
+    # -- what routes receive ------------------------------------------------------------------------
+
+    def provider_now(self) -> PaymentProvider:
+        """The active payment provider (the first answer of ``billfold_payment_provider``)."""
+        if self._provider is None:
+            provider = self.pm.hook.billfold_payment_provider(state=self.hook_state)
+            if provider is None:
+                raise RuntimeError("no payment provider answered billfold_payment_provider")
+            self._provider = provider
+        return self._provider
+
+    @property
+    def provider(self) -> PaymentProvider:
+        return self.provider_now()
+
+    def plugin_config(self, name: str) -> Any:
+        return self.sections.configs[name]
+
+    def dependencies(self) -> dict[str, Provide]:
+        """One provider per service (and per config section a route reads)."""
+
+        def value(item: Any) -> Provide:
+            return Provide(lambda: item, use_cache=True, sync_to_thread=False)
+
+        return {
+            "org": Provide(provide_org_scope),
+            "keys": value(self.keys),
+            "orgs": value(self.orgs),
+            "ledger": value(self.ledger),
+            "holds": value(self.holds),
+            "idempotency": value(self.idempotency),
+            "profiles": value(self.profiles),
+            "methods": value(self.methods),
+            "topups": value(self.topups),
+            "autoreload": value(self.autoreload),
+            "webhooks": value(self.webhooks),
+            "db": value(self.db),
+            "clock": value(self.clock),
+            "pm": value(self.pm),
+            "sections": value(self.sections),
+            "currencies": value(self.config.currencies),
+            "holds_config": value(self.config.holds),
+            "production": value(self.config.is_production),
+            "wake_worker": value(self.worker.wake),
+            "provider": Provide(self.provider_now, sync_to_thread=False),
+        }
+
+    # -- lifetime -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Everything a serving process does before its first request."""
+        await self.db.ping()
+        await self.clock.start()
+        await self.revocations.start()
+        await self.hooks.call("billfold_startup")
+        await self.worker.load_handlers()
+        if not self.config.is_production:
+            self._clock_refresher = asyncio.create_task(self._refresh_clock(), name="billfold-clock")
+        if self.config.worker.in_process:
+            self.worker.start()
+
+    async def _refresh_clock(self) -> None:
+        """Outside production, pick up an advance made by another process within a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await self.clock.load()
+
+    async def close(self) -> None:
+        if self._clock_refresher is not None:
+            self._clock_refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_refresher
+        await self.worker.stop()
+        await self.revocations.stop()
+        if self.rate_limit_counters is not None:
+            await self.rate_limit_counters.close()
+        if self._provider is not None:
+            await self._provider.close()
+        await self.engine.dispose()
 
 
 def _rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
@@ -48,58 +245,56 @@ def _rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
     return get_remote_address(request)
 
 
-@get("/health", operation_id="Health", tags=["system"], exclude_from_auth=True)
-async def health(state: State) -> dict[str, str]:
-    app_state: AppState = state["billfold"]
-    async with app_state.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
-    return {"status": "ok", "version": __version__}
-
-
-@get("/v1/admin/plugins", operation_id="AdminListPlugins", tags=["operator"], guards=[admin_guard])
-async def list_plugins(state: State) -> list[dict[str, Any]]:
-    app_state: AppState = state["billfold"]
-    return plugin_names(app_state.pm)
-
-
 class BillfoldPlugin(InitPluginProtocol):
-    """Configures the app in small steps (routes, errors, rate limits, OpenAPI, lifespan)."""
+    """Configures the app in small steps (routes, dependencies, errors, rate limits, OpenAPI, lifespan)."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, billfold: Billfold) -> None:
+        self.billfold = billfold
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         self._configure_routes(app_config)
+        self._configure_dependencies(app_config)
         self._configure_errors(app_config)
+        self._configure_requests(app_config)
         self._configure_rate_limits(app_config)
         self._configure_openapi(app_config)
         self._configure_lifespan(app_config)
-        app_config.state.update({"billfold": self.state})
+        app_config.state.update(
+            {OPERATOR_STATE_KEY: self.billfold.operator, KEYS_STATE_KEY: self.billfold.keys}
+        )
         return app_config
 
     def _configure_routes(self, app_config: AppConfig) -> None:
+        from billfold.api.system import SYSTEM_ROUTES
+        from billfold.ledger.routes import CreditsController, LedgerController
+        from billfold.orgs.routes import AdminController, KeysController
+        from billfold.payments.routes import PAYMENT_ROUTES
+
         app_config.route_handlers.extend(
             [
-                health,
-                list_plugins,
+                *SYSTEM_ROUTES,
                 AdminController,
                 KeysController,
                 LedgerController,
                 CreditsController,
-                BillingController,
-                OrgBillingController,
-                OrganizationBillingController,
                 *PAYMENT_ROUTES,
             ]
         )
-        for answer in self.state.pm.hook.billfold_routes(state=self.state):
+        for answer in self.billfold.hooks.call_sync("billfold_routes"):
             app_config.route_handlers.extend(cast("list[Any]", answer or []))
+
+    def _configure_dependencies(self, app_config: AppConfig) -> None:
+        app_config.dependencies.update(self.billfold.dependencies())
 
     def _configure_errors(self, app_config: AppConfig) -> None:
         app_config.exception_handlers.update(exception_handlers)
 
+    def _configure_requests(self, app_config: AppConfig) -> None:
+        app_config.request_class = BillfoldRequest
+        app_config.request_max_body_size = MAX_BODY_BYTES
+
     def _configure_rate_limits(self, app_config: AppConfig) -> None:
-        limits = self.state.config.rate_limits
+        limits = self.billfold.config.rate_limits
         if not limits.enabled:
             return
         counters: WindowCounters
@@ -109,7 +304,7 @@ class BillfoldPlugin(InitPluginProtocol):
             counters = RedisWindowCounters(Redis.from_url(limits.redis_url))
         else:
             counters = MemoryWindowCounters()
-        self.state.rate_limit_counters = counters
+        self.billfold.rate_limit_counters = counters
         config = RateLimitConfig(
             rate_limit=(limits.unit, limits.requests),
             exclude=["/health", "/schema"],
@@ -121,38 +316,49 @@ class BillfoldPlugin(InitPluginProtocol):
 
     def _configure_openapi(self, app_config: AppConfig) -> None:
         app_config.openapi_config = OpenAPIConfig(
-            title="Billfold", version=__version__, description="Prepaid billing: balances, usage, top-ups."
+            title="Billfold",
+            version=__version__,
+            description="Prepaid billing: balances, usage, top-ups. Authenticate with "
+            "`Authorization: Bearer <key>` (a tenant's API key, or an operator key on /v1/admin).",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http", scheme="bearer", description="A tenant API key, or an operator key"
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
         )
 
     def _configure_lifespan(self, app_config: AppConfig) -> None:
-        state = self.state
+        billfold = self.billfold
 
         @asynccontextmanager
         async def lifespan(_: Litestar) -> AsyncIterator[None]:
-            async with state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            await state.revocations.start()
-            await call_all(state.pm.hook.billfold_startup(state=state))
-            await state.worker.load_handlers()
-            if state.config.worker.in_process:
-                state.worker.start()
+            await billfold.start()
             try:
                 yield
             finally:
-                await state.close()
+                await billfold.close()
 
         app_config.lifespan.append(lifespan)
 
 
-def create_app(state: AppState) -> Litestar:
-    return Litestar(plugins=[BillfoldPlugin(state)], debug=False)
+def create_app(billfold: Billfold) -> Litestar:
+    app = Litestar(plugins=[BillfoldPlugin(billfold)], debug=False)
+    resolve_in_sequence(app)
+    return app
+
+
+def build(path: str | None = None) -> Billfold:
+    """A Billfold from the config file (``BILLFOLD_CONFIG`` or config/billing.yaml)."""
+    from billfold.config import load_config
+    from billfold.config.loader import default_config_path
+
+    config, lines = load_config(path)
+    return Billfold(config, lines=lines, source=str(path or default_config_path()))
 
 
 def create_app_from_env() -> Litestar:
     """ASGI factory for servers: reads BILLFOLD_CONFIG (used by `billfold serve` workers)."""
-    from billfold.config import load_config
-
-    config, lines = load_config()
-    from billfold.config.loader import default_config_path
-
-    return create_app(AppState(config, lines=lines, source=str(default_config_path())))
+    return create_app(build())

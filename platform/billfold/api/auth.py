@@ -1,4 +1,14 @@
-"""Authentication: tenant API keys (Bearer or Token) and the operator's admin key."""
+"""Authentication and organization scope.
+
+Tenants send their API key (``Authorization: Bearer <key>`` or ``Token <key>``); a key belongs to
+one organization. :func:`provide_org_scope` is THE dependency that resolves the organization a
+route may act on: the key's own, and, when the route's path names an organization (``org_id`` or
+``organization_id``), that name checked against it (another organization is 403). Services take
+that organization id and find resources (holds, payments, keys...) within it, so another
+organization's resource id is 404.
+
+Operator routes use :func:`operator_guard`: the key must be one of the operator keys.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +19,42 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
 from billfold.errors import Forbidden, Unauthorized
-from billfold.state import AppState
+from billfold.orgs.keys import KeyService
+
+ORG_PATH_PARAMETERS = ("org_id", "organization_id")
+"""Path parameters that name an organization; every route that has one is checked."""
+OPERATOR_STATE_KEY = "billfold_operator"
+KEYS_STATE_KEY = "billfold_keys"
+_SCOPE_KEY = "billfold_org"
 
 
-class Tenant(msgspec.Struct, frozen=True):
-    """The organization the request's key belongs to."""
+class OrgScope(msgspec.Struct, frozen=True):
+    """The organization a tenant request acts on (its key's)."""
 
     org_id: uuid.UUID
 
-    def require(self, org_id: uuid.UUID | str) -> uuid.UUID:
-        """Refuse (403) a path that names another organization than the key's."""
-        if str(org_id) != str(self.org_id):
-            raise Forbidden(
-                "this API key belongs to another organization",
-                code="organization_mismatch",
-                fix="Use the key of the organization named in the path.",
-            )
-        return self.org_id
+
+class OperatorAuth:
+    """The operator keys (``BILLFOLD_ADMIN_API_KEY``); none means operator routes are off."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self._keys = {label: key.encode() for label, key in keys.items() if key}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def identify(self, token: str) -> str | None:
+        """The label of the operator key ``token`` is, or None."""
+        presented = token.encode()
+        found = None
+        for label, key in self._keys.items():
+            if hmac.compare_digest(presented, key):
+                found = label
+        return found
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -50,31 +75,55 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token
 
 
-def app_state(connection: ASGIConnection[Any, Any, Any, Any]) -> AppState:
-    state: AppState = connection.app.state["billfold"]
-    return state
+async def _scope(connection: ASGIConnection[Any, Any, Any, Any]) -> OrgScope:
+    """Authenticate the key and check any organization the path names against it (once per request)."""
+    state = connection.scope.setdefault("state", {})
+    found: OrgScope | None = state.get(_SCOPE_KEY)
+    if found is not None:
+        return found
+    keys: KeyService = connection.app.state[KEYS_STATE_KEY]
+    org_id = await keys.authenticate(bearer_token(connection))
+    params = connection.path_params
+    if params:
+        for name in ORG_PATH_PARAMETERS:
+            named = params.get(name)
+            if named is not None and str(named) != str(org_id):
+                raise Forbidden(
+                    "this API key belongs to another organization",
+                    code="organization_mismatch",
+                    fix="Use the key of the organization named in the path.",
+                    field=name,
+                )
+    found = state[_SCOPE_KEY] = OrgScope(org_id=org_id)
+    return found
 
 
-async def provide_tenant(request: Request[Any, Any, Any], app_state: NamedDependency[AppState]) -> Tenant:
-    # Depending on `app_state` makes Litestar resolve the two dependencies one after the other,
-    # not in a task group per request (measurable on the charge path).
-    org_id = await app_state.orgs.authenticate(bearer_token(request))
-    return Tenant(org_id=org_id)
+async def tenant_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Tenant routes: a live key, and the organization in the path its own (401, 403) — checked
+    before the body is read, so a stranger never learns what the body should have been."""
+    await _scope(connection)
 
 
-def provide_state(request: Request[Any, Any, Any]) -> AppState:
-    return app_state(request)
+async def provide_org_scope(request: Request[Any, Any, Any]) -> OrgScope:
+    """THE organization a tenant route acts on (the dependency ``org``). A route without
+    :func:`tenant_guard` is authenticated here."""
+    return await _scope(request)
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Operator routes: the key must equal ``BILLFOLD_ADMIN_API_KEY``."""
-    expected = app_state(connection).admin_api_key
+def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Operator routes: the key must be an operator key."""
+    auth: OperatorAuth = connection.app.state[OPERATOR_STATE_KEY]
     token = bearer_token(connection)
-    if expected is None:
+    if not auth.enabled:
         raise Unauthorized(
             "operator routes are disabled",
             code="admin_disabled",
             fix="Set BILLFOLD_ADMIN_API_KEY in the server's environment.",
         )
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    label = auth.identify(token)
+    if label is None:
         raise Unauthorized("invalid operator key", code="invalid_admin_key")
+    connection.scope.setdefault("state", {})["operator"] = label
+
+
+admin_guard = operator_guard

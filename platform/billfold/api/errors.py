@@ -15,10 +15,13 @@ import re
 import secrets
 from typing import Any
 
+from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
+from advanced_alchemy.exceptions import NotFoundError as RepositoryNotFound
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import IntegrityError
 
 from billfold.errors import BillfoldError
 
@@ -104,8 +107,13 @@ def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Resp
     )
 
 
+_PARAMETER_ERRORS = {"idempotency_key": ("invalid_idempotency_key", "Idempotency-Key")}
+"""Request parameters whose refusal has its own code, and the name the caller knows them by."""
+
+
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     field = None
+    code = "validation_error"
     message = exc.detail or "the request did not match the expected schema"
     details = exc.extra if isinstance(exc.extra, list) else []
     if details and isinstance(details[0], dict):
@@ -119,12 +127,14 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
                 field = named.group("field")
             elif detail == "'data'":
                 field, detail = None, "a JSON request body is required"
+        if field in _PARAMETER_ERRORS:
+            code, field = _PARAMETER_ERRORS[field]
         if detail:
             message = f"{field}: {detail}" if field else detail
     return error_response(
         request,
         status_code=400,
-        code="validation_error",
+        code=code,
         message=message,
         field=field,
         extra={"details": details} if len(details) > 1 else None,
@@ -178,8 +188,27 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
     return response
 
 
+def _duplicate(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A write refused by a unique constraint (advanced-alchemy's DuplicateKeyError, or one raced
+    past a service's own check): a conflict with what exists, never a server error."""
+    return error_response(
+        request,
+        status_code=409,
+        code="conflict",
+        message="this conflicts with a record that already exists",
+        fix="Read the existing record, or send a different identifier.",
+    )
+
+
+def _repository_not_found(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return error_response(request, status_code=404, code="not_found", message="not found")
+
+
 exception_handlers: ExceptionHandlersMap = {
     BillfoldError: _billfold_error,
+    RepositoryIntegrityError: _duplicate,
+    IntegrityError: _duplicate,
+    RepositoryNotFound: _repository_not_found,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     Exception: _unhandled,

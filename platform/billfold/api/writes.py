@@ -1,49 +1,33 @@
-"""Run a money-moving write in one transaction, with the request's Idempotency-Key."""
+"""The HTTP side of money writes: the request's Idempotency-Key, and the reply as a response."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.enums import MediaType
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.ledger.idempotency import claim, complete, request_fingerprint
-from billfold.state import AppState
+from billfold.ledger.idempotency import IdempotentRequest, Reply, request_fingerprint
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 REPLAY_HEADER = "Idempotent-Replayed"
 
 
-async def money_write(
-    state: AppState,
-    request: Request[Any, Any, Any],
-    org_id: uuid.UUID,
-    work: Callable[[AsyncConnection], Awaitable[Any]],
-    *,
-    status_code: int = 201,
-) -> Response[bytes]:
-    """Execute ``work`` and answer with its result; a replayed key answers the first response."""
+async def idempotent(request: Request[Any, Any, Any], org_id: uuid.UUID) -> IdempotentRequest | None:
+    """The request's Idempotency-Key (None without one; 400 when longer than 255 characters)."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
-    async with state.engine.begin() as conn:
-        if key is not None:
-            fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-            stored = await claim(conn, org_id, key, fingerprint)
-            if stored is not None:
-                return Response(
-                    content=stored.body,
-                    status_code=stored.status_code,
-                    media_type=MediaType.JSON,
-                    headers={REPLAY_HEADER: "true"},
-                )
-        result = await work(conn)
-        if key is not None:
-            body = msgspec.json.encode(result)
-            await complete(conn, org_id, key, status_code, body)
     if key is None:
-        # Encoded after commit: the account row lock is not held while the response is built.
-        body = msgspec.json.encode(result)
-    return Response(content=body, status_code=status_code, media_type=MediaType.JSON)
+        return None
+    fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
+    return IdempotentRequest(org_id=org_id, key=key, fingerprint=fingerprint)
+
+
+def reply(result: Reply) -> Response[Any]:
+    """A money write's reply: its stored bytes as they are (a replay answers the first response)."""
+    return Response(
+        content=result.body,
+        status_code=result.status_code,
+        media_type=MediaType.JSON,
+        headers={REPLAY_HEADER: "true"} if result.replayed else None,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from billfold.clock import ClockSetting
 from billfold.events.models import OutboxEvent
 from billfold.ledger.models import Account, Entry, Hold, IdempotencyRecord
 from billfold.orgs.models import ApiKey, Organization
@@ -11,6 +12,7 @@ __all__ = [
     "Account",
     "ApiKey",
     "BillingProfile",
+    "ClockSetting",
     "Entry",
     "Hold",
     "IdempotencyRecord",

@@ -1,34 +1,59 @@
-"""The background worker: outbox delivery and periodic ledger chores (hold expiry)."""
+"""The background worker: outbox delivery, hold expiry and the plugins' periodic tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from billfold.events.outbox import Event, Handler, claim_batch, mark_done, mark_failed
-from billfold.plugins import call_all
-
-if TYPE_CHECKING:
-    from billfold.state import AppState
+from billfold.clock import BusinessClock
+from billfold.config import WorkerConfig
+from billfold.db import Database
+from billfold.errors import RetryLater
+from billfold.events.outbox import DomainEvent, Handler, claim_batch, mark_done, mark_failed
+from billfold.hookspecs import WorkerTask
+from billfold.ledger.holds import HoldService
+from billfold.plugins import Hooks
 
 logger = logging.getLogger("billfold.worker")
 
 
 class Worker:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    """Runs in `billfold serve` (the embedded default) or alone in `billfold worker` processes.
+
+    Each round expires due holds and delivers a batch of outbox events to their handlers; plugin
+    tasks (``billfold_worker_tasks``) run beside the rounds, each on its own interval."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        holds: HoldService,
+        hooks: Hooks,
+        clock: BusinessClock,
+        config: WorkerConfig,
+    ) -> None:
+        self.db = db
+        self.holds = holds
+        self.hooks = hooks
+        self.clock = clock
+        self.config = config
         self.handlers: dict[str, list[Handler]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.tasks: list[WorkerTask] = []
+        self._loops: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
     async def load_handlers(self) -> None:
+        """Ask the plugins (and the core's services) for their event handlers and periodic tasks."""
         self.handlers = {}
-        for answer in await call_all(self.state.pm.hook.billfold_event_handlers(state=self.state)):
+        for answer in await self.hooks.call("billfold_event_handlers"):
             for event_type, handler in (answer or {}).items():
                 self.handlers.setdefault(event_type, []).append(handler)
+        self.tasks = [
+            task for answer in await self.hooks.call("billfold_worker_tasks") for task in answer or ()
+        ]
 
     def wake(self) -> None:
         """Ask for a delivery round now (e.g. right after a commit that wrote events)."""
@@ -36,33 +61,40 @@ class Worker:
 
     async def run_once(self) -> int:
         """One round: expire due holds, deliver a batch of events. Returns events handled."""
-        state = self.state
+        await self.clock.load()
         # One hold per transaction: each takes its hold's row then its account's, the order a
         # capture or release takes them, so the sweep cannot deadlock with a tenant's request.
-        for _ in range(state.config.worker.batch_size):
-            async with state.engine.begin() as conn:
-                if not await state.ledger.expire_due_holds(conn, limit=1):
-                    break
+        for _ in range(self.config.batch_size):
+            if not await self.holds.expire_due(limit=1):
+                break
+        async with self.db.transaction() as conn:
+            batch = await claim_batch(conn, limit=self.config.batch_size)
         handled = 0
-        config = state.config.worker
-        async with state.engine.begin() as conn:
-            batch = await claim_batch(conn, limit=config.batch_size)
         for event in batch:
             try:
                 await self._deliver(event)
+            except RetryLater as later:
+                async with self.db.transaction() as conn:
+                    await mark_failed(
+                        conn,
+                        event,
+                        later.reason or "retry requested",
+                        max_attempts=self.config.max_attempts,
+                        retry_in=later.seconds,
+                    )
             except Exception as exc:
                 logger.exception("event %s (%s) failed", event.id, event.type)
-                async with state.engine.begin() as conn:
-                    await mark_failed(conn, event, repr(exc), max_attempts=config.max_attempts)
+                async with self.db.transaction() as conn:
+                    await mark_failed(conn, event, repr(exc), max_attempts=self.config.max_attempts)
             else:
-                async with state.engine.begin() as conn:
+                async with self.db.transaction() as conn:
                     await mark_done(conn, event.id)
                 handled += 1
         return handled
 
-    async def _deliver(self, event: Event) -> None:
+    async def _deliver(self, event: DomainEvent) -> None:
         for handler in self.handlers.get(event.type, []):
-            await handler(self.state, event)
+            await handler(event)
 
     async def drain(self, *, rounds: int = 20) -> None:
         """Run rounds until nothing is left (used by tests and `billfold worker --once`)."""
@@ -70,8 +102,13 @@ class Worker:
             if not await self.run_once():
                 return
 
+    async def run_tasks_once(self) -> None:
+        """Run every plugin task once (tests and `billfold worker --once`)."""
+        for task in self.tasks:
+            await _guarded(task.name, task.run)
+
     async def _loop(self) -> None:
-        interval = self.state.config.worker.poll_interval_seconds
+        interval = self.config.poll_interval_seconds
         while not self._stop.is_set():
             try:
                 await self.run_once()
@@ -81,12 +118,30 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
+    async def _task_loop(self, task: WorkerTask) -> None:
+        while not self._stop.is_set():
+            await _guarded(task.name, task.run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=task.interval_seconds)
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="billfold-worker")
+        self._stop.clear()
+        self._loops = [asyncio.create_task(self._loop(), name="billfold-worker")]
+        self._loops += [
+            asyncio.create_task(self._task_loop(task), name=f"billfold-task-{task.name}")
+            for task in self.tasks
+        ]
 
     async def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        loops, self._loops = self._loops, []
+        for loop in loops:
+            await loop
+
+
+async def _guarded(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await run()
+    except Exception:
+        logger.exception("worker task %s failed", name)

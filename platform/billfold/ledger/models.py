@@ -33,9 +33,13 @@ class Account(DefaultBase):
     reserved_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     overage_limit_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     """How far below zero `free` may go (0 = no overage)."""
-    watermark_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    """Lowest free balance that needs no reaction; a debit ending below it wakes the watchers
-    (auto-reload, alerts). Maintained by `LedgerService.refresh_watermark`."""
+    watch_levels: Mapped[list[int]] = mapped_column(JsonDict, default=list)
+    """Free-balance levels the plugins watch (``billfold_balance_levels``), highest first."""
+    watch_below_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """The highest watched level at or below the free balance: a write ending below it crosses it
+    downward. Kept with the balance, so a charge that crosses nothing needs no other read."""
+    watch_above_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """The lowest watched level above the free balance: a write reaching it crosses it upward."""
     entry_count: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
 

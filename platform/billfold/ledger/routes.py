@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
-from litestar.enums import MediaType
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
-from billfold.api.auth import Tenant, provide_state, provide_tenant
+from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.params import parse_cursor, parse_instant, parse_limit
-from billfold.api.writes import IDEMPOTENCY_HEADER, money_write
+from billfold.api.writes import idempotent, reply
+from billfold.config import CurrencyConfig, HoldsConfig
 from billfold.errors import ValidationFailed
+from billfold.ledger.holds import HoldService
+from billfold.ledger.idempotency import IdempotencyService, Reply
 from billfold.ledger.models import ENTRY_KINDS
+from billfold.ledger.rows import HoldRow, Posted
 from billfold.ledger.schemas import (
     Balance,
     CaptureIn,
@@ -34,47 +38,54 @@ from billfold.ledger.schemas import (
     to_hold,
     to_transaction,
 )
-from billfold.ledger.service import HoldRow, Posted
-from billfold.state import AppState
+from billfold.ledger.service import LedgerService
 
-TENANT_DEPENDENCIES = {
-    "tenant": Provide(provide_tenant),
-    "app_state": Provide(provide_state, sync_to_thread=False),
-}
+Currencies = Mapping[str, CurrencyConfig]
 
 
-def _minor_units(app_state: AppState, currency: str) -> int:
-    currency_config = app_state.config.currencies.get(currency)
-    return currency_config.minor_units if currency_config else 2
+def minor_units(currencies: Currencies, currency: str) -> int:
+    config = currencies.get(currency)
+    return config.minor_units if config else 2
 
 
-def posted_transaction(app_state: AppState, posted: Posted) -> Transaction:
+def posted_transaction(currencies: Currencies, posted: Posted) -> Transaction:
     """The transaction object of an entry just written, in its account's currency."""
     currency = posted.account.currency
-    return to_transaction(posted.entry, currency, _minor_units(app_state, currency))
+    return to_transaction(posted.entry, currency, minor_units(currencies, currency))
 
 
-def _hold_result(app_state: AppState, hold: HoldRow, posted: Posted) -> HoldResult:
+def _hold_result(currencies: Currencies, hold: HoldRow, posted: Posted) -> HoldResult:
     return HoldResult(
         hold=to_hold(hold),
         balance=to_balance(posted.account),
-        transaction=posted_transaction(app_state, posted),
+        transaction=posted_transaction(currencies, posted),
     )
+
+
+_ENCODE = msgspec.json.encode
 
 
 class LedgerController(Controller):
     path = "/v1/billing"
     tags = ["ledger"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @post("/charges", operation_id="CreateCharge", summary="Debit the balance (402 when short)")
+    @post(
+        "/charges",
+        operation_id="CreateCharge",
+        summary="Debit the balance (402 when short)",
+        responses=responses(402, 404, 409),
+    )
     async def create_charge(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ChargeIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> Response[bytes]:
+        org: NamedDependency[OrgScope],
+        ledger: NamedDependency[LedgerService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[ChargeOut]:
         fields: dict[str, Any] = {
             "description": data.description,
             "metadata": data.metadata,
@@ -83,127 +94,167 @@ class LedgerController(Controller):
             "phone_number_value": data.phone_number_value,
         }
 
-        def charged(posted: Posted) -> ChargeOut:
-            return ChargeOut(
-                transaction=posted_transaction(app_state, posted), balance=to_balance(posted.account)
+        def charged(posted: Posted) -> bytes:
+            return _ENCODE(
+                ChargeOut(
+                    transaction=posted_transaction(currencies, posted), balance=to_balance(posted.account)
+                )
             )
 
-        if IDEMPOTENCY_HEADER not in request.headers:
+        keyed = await idempotent(request, org.org_id)
+        if keyed is None:
             # Nothing to store with it: the ledger picks the cheapest safe transaction.
-            posted = await app_state.ledger.charge_alone(tenant.org_id, data.amount_cents, **fields)
-            return Response(
-                content=msgspec.json.encode(charged(posted)), status_code=201, media_type=MediaType.JSON
-            )
+            posted = await ledger.charge(org.org_id, data.amount_cents, **fields)
+            return reply(Reply(201, charged(posted)))
 
-        async def work(conn: AsyncConnection) -> ChargeOut:
-            return charged(await app_state.ledger.charge(conn, tenant.org_id, data.amount_cents, **fields))
+        async def work(conn: Any) -> Posted:
+            return await ledger.charge(org.org_id, data.amount_cents, conn=conn, **fields)
 
-        return await money_write(app_state, request, tenant.org_id, work)
+        return reply(await idempotency.run(keyed, work, charged))
 
-    @post("/holds", operation_id="CreateHold", summary="Reserve money for an in-flight operation")
+    @post(
+        "/holds",
+        operation_id="CreateHold",
+        summary="Reserve money for an in-flight operation",
+        responses=responses(402, 409),
+    )
     async def create_hold(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[HoldIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> Response[bytes]:
-        limits = app_state.config.holds
+        org: NamedDependency[OrgScope],
+        holds: NamedDependency[HoldService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
+        holds_config: NamedDependency[HoldsConfig],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[HoldResult]:
         expires_in = (
-            limits.default_expires_in_seconds if data.expires_in_seconds is None else data.expires_in_seconds
+            holds_config.default_expires_in_seconds
+            if data.expires_in_seconds is None
+            else data.expires_in_seconds
         )
-        if not 1 <= expires_in <= limits.max_expires_in_seconds:
+        if not 1 <= expires_in <= holds_config.max_expires_in_seconds:
             raise ValidationFailed(
-                f"expires_in_seconds must be between 1 and {limits.max_expires_in_seconds}",
+                f"expires_in_seconds must be between 1 and {holds_config.max_expires_in_seconds}",
                 field="expires_in_seconds",
             )
 
-        async def work(conn: AsyncConnection) -> HoldResult:
-            hold, posted = await app_state.ledger.hold(
-                conn,
-                tenant.org_id,
+        async def work(conn: Any) -> HoldResult:
+            hold, posted = await holds.hold(
+                org.org_id,
                 data.amount_cents,
                 expires_in_seconds=expires_in,
+                conn=conn,
                 description=data.description,
                 metadata=data.metadata,
             )
-            return _hold_result(app_state, hold, posted)
+            return _hold_result(currencies, hold, posted)
 
-        return await money_write(app_state, request, tenant.org_id, work)
+        return reply(await idempotency.run(await idempotent(request, org.org_id), work, _ENCODE))
 
-    @get("/holds/{hold_id:uuid}", operation_id="GetHold")
+    @get("/holds/{hold_id:uuid}", operation_id="GetHold", summary="A hold", responses=responses(404))
     async def get_hold(
         self,
         hold_id: FromPath[uuid.UUID],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        holds: NamedDependency[HoldService],
     ) -> HoldOut:
-        async with app_state.engine.connect() as conn:
-            return to_hold(await app_state.ledger.get_hold(conn, tenant.org_id, hold_id))
+        return to_hold(await holds.get(org.org_id, hold_id))
 
     @post(
-        "/holds/{hold_id:uuid}/capture", operation_id="CaptureHold", summary="Capture a hold, fully or partly"
+        "/holds/{hold_id:uuid}/capture",
+        operation_id="CaptureHold",
+        summary="Capture a hold, fully or partly",
+        status_code=200,
+        responses=responses(404, 409),
     )
     async def capture_hold(
         self,
         request: Request[Any, Any, Any],
         hold_id: FromPath[uuid.UUID],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        holds: NamedDependency[HoldService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
         data: JSONBody[CaptureIn | None] = None,
-    ) -> Response[bytes]:
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[HoldResult]:
         body = data or CaptureIn()
 
-        async def work(conn: AsyncConnection) -> HoldResult:
-            hold, posted = await app_state.ledger.capture(
-                conn, tenant.org_id, hold_id, body.amount_cents, description=body.description
+        async def work(conn: Any) -> HoldResult:
+            hold, posted = await holds.capture(
+                org.org_id, hold_id, body.amount_cents, conn=conn, description=body.description
             )
-            return _hold_result(app_state, hold, posted)
+            return _hold_result(currencies, hold, posted)
 
-        return await money_write(app_state, request, tenant.org_id, work, status_code=200)
+        keyed = await idempotent(request, org.org_id)
+        return reply(await idempotency.run(keyed, work, _ENCODE, status_code=200))
 
-    @post("/holds/{hold_id:uuid}/release", operation_id="ReleaseHold", summary="Release a hold")
+    @post(
+        "/holds/{hold_id:uuid}/release",
+        operation_id="ReleaseHold",
+        summary="Release a hold",
+        status_code=200,
+        responses=responses(404, 409),
+    )
     async def release_hold(
         self,
         request: Request[Any, Any, Any],
         hold_id: FromPath[uuid.UUID],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> Response[bytes]:
-        async def work(conn: AsyncConnection) -> HoldResult:
-            hold, posted = await app_state.ledger.release(conn, tenant.org_id, hold_id)
-            return _hold_result(app_state, hold, posted)
+        org: NamedDependency[OrgScope],
+        holds: NamedDependency[HoldService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[HoldResult]:
+        async def work(conn: Any) -> HoldResult:
+            hold, posted = await holds.release(org.org_id, hold_id, conn=conn)
+            return _hold_result(currencies, hold, posted)
 
-        return await money_write(app_state, request, tenant.org_id, work, status_code=200)
+        keyed = await idempotent(request, org.org_id)
+        return reply(await idempotency.run(keyed, work, _ENCODE, status_code=200))
 
-    @get("/balance", operation_id="GetBalance", summary="free, reserved and total, in minor units")
+    @get(
+        "/balance",
+        operation_id="GetBalance",
+        summary="free, reserved and total, in minor units",
+        responses=responses(404),
+    )
     async def get_balance(
-        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self, org: NamedDependency[OrgScope], ledger: NamedDependency[LedgerService]
     ) -> Balance:
-        async with app_state.engine.connect() as conn:
-            return to_balance(await app_state.ledger.account(conn, tenant.org_id))
+        return to_balance(await ledger.account(org.org_id))
 
-    @get("/transactions", operation_id="ListTransactions", summary="Ledger entries, offset or cursor paged")
+    @get(
+        "/transactions",
+        operation_id="ListTransactions",
+        summary="Ledger entries, offset or cursor paged",
+        responses=responses(404),
+    )
     async def list_transactions(
         self,
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-        limit: Annotated[str | None, Parameter(description="1-200, default 50")] = None,
-        offset: Annotated[int | None, Parameter(ge=0)] = None,
+        org: NamedDependency[OrgScope],
+        ledger: NamedDependency[LedgerService],
+        currencies: NamedDependency[Currencies],
+        limit: Annotated[int, Parameter(ge=1, le=200, description="1-200, default 50")] = 50,
+        offset: Annotated[int | None, Parameter(ge=0, le=2**31)] = None,
         kind: Annotated[
             str | None,
             Parameter(
-                description="credit, debit, adjustment, refund, hold, capture, release; comma separated"
+                description="credit, debit, adjustment, refund, hold, capture, release; comma separated",
+                max_length=200,
             ),
         ] = None,
-        start_date: FromQuery[str | None] = None,
-        end_date: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
-        from_: Annotated[str | None, QueryParameter(name="from")] = None,
-        to: FromQuery[str | None] = None,
-        order: Annotated[str, Parameter(description="asc (oldest first, default) or desc")] = "asc",
+        start_date: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        end_date: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        from_: Annotated[str | None, QueryParameter(name="from", max_length=40)] = None,
+        to: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        order: Annotated[
+            str, Parameter(description="asc (oldest first, default) or desc", max_length=4)
+        ] = "asc",
     ) -> TransactionPage:
-        page_size = parse_limit(limit)
         kinds = [k.strip() for k in kind.split(",") if k.strip()] if kind else None
         for k in kinds or []:
             if k not in ENTRY_KINDS:
@@ -216,26 +267,24 @@ class LedgerController(Controller):
         end = parse_instant(end_date, "end_date", end_of_day=True) or parse_instant(to, "to", end_of_day=True)
         cursor_id = parse_cursor(cursor)
         offset_mode = cursor_id is None and from_ is None and to is None
-        async with app_state.engine.connect() as conn:
-            account = await app_state.ledger.account(conn, tenant.org_id)
-            page = await app_state.ledger.list_entries(
-                conn,
-                tenant.org_id,
-                limit=page_size,
-                offset=offset if offset_mode else None,
-                cursor=cursor_id,
-                kinds=kinds,
-                start=start,
-                end=end,
-                newest_first=order == "desc",
-                count=offset_mode,
-            )
-        units = _minor_units(app_state, account.currency)
+        account = await ledger.account(org.org_id)
+        page = await ledger.list_entries(
+            org.org_id,
+            limit=limit,
+            offset=offset if offset_mode else None,
+            cursor=cursor_id,
+            kinds=kinds,
+            start=start,
+            end=end,
+            newest_first=order == "desc",
+            count=offset_mode,
+        )
+        units = minor_units(currencies, account.currency)
         return TransactionPage(
             data=[to_transaction(e, account.currency, units) for e in page.entries],
             has_more=page.next_cursor is not None,
             next_cursor=page.next_cursor,
-            limit=page_size,
+            limit=limit,
             offset=(offset or 0) if offset_mode else None,
             total=page.total,
         )
@@ -246,41 +295,46 @@ class CreditsController(Controller):
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["credits"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @get("/credits", operation_id="GetCredits")
+    @get(
+        "/credits",
+        operation_id="GetCredits",
+        summary="The organization's credits",
+        responses=responses(403, 404),
+    )
     async def get_credits(
         self,
         organization_id: FromPath[str],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        ledger: NamedDependency[LedgerService],
     ) -> CreditsOut:
-        org_id = tenant.require(organization_id)
-        async with app_state.engine.connect() as conn:
-            account = await app_state.ledger.account(conn, org_id)
+        account = await ledger.account(org.org_id)
         return CreditsOut(
-            organization_id=org_id,
+            organization_id=org.org_id,
             currency=account.currency,
             balance_cents=account.free_cents,
             reserved_cents=account.reserved_cents,
             total_cents=account.total_cents,
         )
 
-    @get("/credits/history", operation_id="GetCreditHistory")
+    @get(
+        "/credits/history",
+        operation_id="GetCreditHistory",
+        summary="Credit history, newest first",
+        responses=responses(403, 404),
+    )
     async def get_credit_history(
         self,
         organization_id: FromPath[str],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-        limit: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
+        org: NamedDependency[OrgScope],
+        ledger: NamedDependency[LedgerService],
+        limit: Annotated[str | None, QueryParameter(max_length=20)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=40)] = None,
     ) -> CreditHistoryPage:
-        org_id = tenant.require(organization_id)
-        page_size = parse_limit(limit)
-        async with app_state.engine.connect() as conn:
-            page = await app_state.ledger.list_entries(
-                conn, org_id, limit=page_size, cursor=parse_cursor(cursor), newest_first=True
-            )
+        page = await ledger.list_entries(
+            org.org_id, limit=parse_limit(limit), cursor=parse_cursor(cursor), newest_first=True
+        )
         return CreditHistoryPage(
             items=[
                 CreditHistoryItem(

@@ -8,29 +8,30 @@ from typing import Any
 
 import msgspec
 
-from billfold.ledger.service import AccountRow, EntryRow, HoldRow
+from billfold.fields import Amount, Description, ExternalId, Metadata, NonNegativeAmount, PhoneNumber, Seconds
+from billfold.ledger.rows import AccountRow, EntryRow, HoldRow
 from billfold.money import format_minor
 
 
 class ChargeIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_cents: int
-    description: str = ""
-    metadata: dict[str, Any] = {}
-    call_id: int | None = None
-    phone_number_id: int | None = None
-    phone_number_value: str | None = None
+    amount_cents: Amount
+    description: Description = ""
+    metadata: Metadata = {}
+    call_id: ExternalId | None = None
+    phone_number_id: ExternalId | None = None
+    phone_number_value: PhoneNumber | None = None
 
 
 class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_cents: int
-    expires_in_seconds: int | None = None
-    description: str = ""
-    metadata: dict[str, Any] = {}
+    amount_cents: Amount
+    expires_in_seconds: Seconds | None = None
+    description: Description = ""
+    metadata: Metadata = {}
 
 
 class CaptureIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_cents: int | None = None
-    description: str | None = None
+    amount_cents: NonNegativeAmount | None = None
+    description: Description | None = None
 
 
 class Transaction(msgspec.Struct):

@@ -1,159 +1,44 @@
 """The ledger service: the only code that changes balances.
 
-Every balance change is one conditional UPDATE of the organization's account row plus one
-INSERT of an immutable entry, in the caller's transaction (SQLAlchemy Core on the shared engine:
-the ORM session costs several times the SQL on the debit hot path). The account row lock
-serialises writers per organization, so entry ids of one organization follow commit order.
-``charge_alone`` is the exception that owns its transaction: on PostgreSQL it is one
-self-committing statement when nothing else has to happen inside it.
+Every balance change is one conditional UPDATE of the organization's account row plus one INSERT
+of an immutable entry (SQLAlchemy Core on the shared engine: the ORM session costs several times
+the SQL on the debit hot path). The account row lock serialises writers per organization, so entry
+ids of one organization follow commit order. A method given ``conn`` joins the caller's
+transaction; without one it owns its unit of work. A charge without a connection is, on
+PostgreSQL, one self-committing statement when nothing else must happen inside it.
 """
 
 from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-import pluggy
 from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.db import driver_connection, new_id, table_of, utcnow
+from billfold.clock import now
+from billfold.db import Database, driver_connection
 from billfold.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
-from billfold.ledger.models import Account, Entry, Hold
-from billfold.plugins import call_all
-
-accounts = table_of(Account)
-entries = table_of(Entry)
-holds = table_of(Hold)
-
-
-class AccountRow(msgspec.Struct, frozen=True):
-    org_id: uuid.UUID
-    currency: str
-    free_cents: int
-    reserved_cents: int
-    overage_limit_cents: int
-    watermark_cents: int | None
-
-    @property
-    def total_cents(self) -> int:
-        return self.free_cents + self.reserved_cents
-
-    @property
-    def below_watermark(self) -> bool:
-        return self.watermark_cents is not None and self.free_cents < self.watermark_cents
-
-
-class EntryRow(msgspec.Struct, frozen=True):
-    id: int
-    org_id: uuid.UUID
-    kind: str
-    amount_cents: int
-    reserved_delta_cents: int
-    free_after_cents: int
-    reserved_after_cents: int
-    description: str
-    metadata: dict[str, Any]
-    call_id: int | None
-    phone_number_id: int | None
-    phone_number_value: str | None
-    hold_id: uuid.UUID | None
-    reference: str | None
-    created_at: datetime.datetime
-
-
-class HoldRow(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    org_id: uuid.UUID
-    amount_cents: int
-    captured_cents: int | None
-    status: str
-    description: str
-    metadata: dict[str, Any]
-    expires_at: datetime.datetime
-    created_at: datetime.datetime
-    finalized_at: datetime.datetime | None
-
-
-_ACCOUNT_COLUMNS = (
-    accounts.c.org_id,
-    accounts.c.currency,
-    accounts.c.free_cents,
-    accounts.c.reserved_cents,
-    accounts.c.overage_limit_cents,
-    accounts.c.watermark_cents,
+from billfold.hookspecs import Direction
+from billfold.ledger.rows import (
+    ACCOUNT_COLUMNS,
+    ENTRY_COLUMNS,
+    AccountRow,
+    EntryPage,
+    EntryRow,
+    Posted,
+    accounts,
+    entries,
+    entry_row,
 )
-_ENTRY_COLUMNS = (
-    entries.c.id,
-    entries.c.org_id,
-    entries.c.kind,
-    entries.c.amount_cents,
-    entries.c.reserved_delta_cents,
-    entries.c.free_after_cents,
-    entries.c.reserved_after_cents,
-    entries.c.description,
-    entries.c.metadata,
-    entries.c.call_id,
-    entries.c.phone_number_id,
-    entries.c.phone_number_value,
-    entries.c.hold_id,
-    entries.c.reference,
-    entries.c.created_at,
-)
-_HOLD_COLUMNS = (
-    holds.c.id,
-    holds.c.org_id,
-    holds.c.amount_cents,
-    holds.c.captured_cents,
-    holds.c.status,
-    holds.c.description,
-    holds.c.metadata,
-    holds.c.expires_at,
-    holds.c.created_at,
-    holds.c.finalized_at,
-)
+from billfold.plugins import Hooks
 
-
-def _as_utc(value: datetime.datetime) -> datetime.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-
-
-def _entry(row: Any) -> EntryRow:
-    return EntryRow(
-        id=row.id,
-        org_id=row.org_id,
-        kind=row.kind,
-        amount_cents=row.amount_cents,
-        reserved_delta_cents=row.reserved_delta_cents,
-        free_after_cents=row.free_after_cents,
-        reserved_after_cents=row.reserved_after_cents,
-        description=row.description,
-        metadata=row.metadata or {},
-        call_id=row.call_id,
-        phone_number_id=row.phone_number_id,
-        phone_number_value=row.phone_number_value,
-        hold_id=row.hold_id,
-        reference=row.reference,
-        created_at=_as_utc(row.created_at),
-    )
-
-
-def _hold(row: Any) -> HoldRow:
-    return HoldRow(
-        id=row.id,
-        org_id=row.org_id,
-        amount_cents=row.amount_cents,
-        captured_cents=row.captured_cents,
-        status=row.status,
-        description=row.description,
-        metadata=row.metadata or {},
-        expires_at=_as_utc(row.expires_at),
-        created_at=_as_utc(row.created_at),
-        finalized_at=_as_utc(row.finalized_at) if row.finalized_at else None,
-    )
-
+MAX_AMOUNT = 2**53 - 1
+"""The largest amount any single write accepts (exact in every JSON client)."""
 
 _POST_POSTGRES = """
 WITH account AS (
@@ -164,8 +49,9 @@ WITH account AS (
         updated_at = $3::timestamptz
     WHERE org_id = $4::uuid
       AND (NOT $5::boolean OR free_cents + $1::bigint >= -overage_limit_cents)
-      AND (NOT $6::boolean OR watermark_cents IS NULL OR free_cents + $1::bigint >= watermark_cents)
-    RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watermark_cents
+      AND (NOT $6::boolean OR watch_below_cents IS NULL OR free_cents + $1::bigint >= watch_below_cents)
+    RETURNING org_id, currency, free_cents, reserved_cents, overage_limit_cents, watch_below_cents,
+              watch_above_cents
 ), entry AS (
     INSERT INTO ledger_entries (
         org_id, kind, amount_cents, reserved_delta_cents, free_after_cents, reserved_after_cents,
@@ -178,18 +64,18 @@ WITH account AS (
     RETURNING id
 )
 SELECT account.org_id, account.currency, account.free_cents, account.reserved_cents,
-       account.overage_limit_cents, account.watermark_cents, entry.id
+       account.overage_limit_cents, account.watch_below_cents, account.watch_above_cents, entry.id
 FROM account, entry
 """
-"""The PostgreSQL form of LedgerService._post (same semantics as the Core statements it replaces
-there), in asyncpg's own parameter style so that it runs as it is both through SQLAlchemy
-(``exec_driver_sql``, inside a transaction) and on the pooled driver connection
-(``charge_alone``, self-committing); parameters in the order of ``_post_parameters``. With $6
-(stay above the watermark) it also refuses a write that would leave the free balance below the
-account's watermark: ``charge_alone`` needs to know that no in-transaction reaction was due."""
+"""The PostgreSQL form of a posting (same semantics as the Core statements of ``_write_core``), in
+asyncpg's own parameter style so that it runs as it is both through SQLAlchemy (``exec_driver_sql``,
+inside a transaction) and on the pooled driver connection (a charge alone, self-committing);
+parameters in the order of ``_post_parameters``. With $6 (cross no level) it also refuses a write
+that would take the free balance below the account's next watched level: a charge alone must know
+that no in-transaction reaction was due."""
 
 
-class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
+class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     """The fields of an entry about to be written (its id and running balances come from the write)."""
 
     org_id: uuid.UUID
@@ -203,7 +89,11 @@ class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     phone_number_value: str | None = None
     hold_id: uuid.UUID | None = None
     reference: str | None = None
-    created_at: datetime.datetime = msgspec.field(default_factory=utcnow)
+    created_at: datetime.datetime = msgspec.field(default_factory=now)
+
+    @property
+    def free_delta(self) -> int:
+        return self.amount_cents - self.reserved_delta_cents
 
     def written(self, entry_id: int, account: AccountRow) -> EntryRow:
         return EntryRow(
@@ -214,14 +104,14 @@ class _NewEntry(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def _post_parameters(entry: _NewEntry, *, require_funds: bool, stay_above_watermark: bool) -> tuple[Any, ...]:
+def _post_parameters(entry: NewEntry, *, require_funds: bool, cross_no_level: bool) -> tuple[Any, ...]:
     return (
-        entry.amount_cents - entry.reserved_delta_cents,
+        entry.free_delta,
         entry.reserved_delta_cents,
         entry.created_at,
         entry.org_id,
         require_funds,
-        stay_above_watermark,
+        cross_no_level,
         entry.kind,
         entry.amount_cents,
         entry.description,
@@ -234,7 +124,7 @@ def _post_parameters(entry: _NewEntry, *, require_funds: bool, stay_above_waterm
     )
 
 
-def _posted_row(entry: _NewEntry, row: Any) -> tuple[AccountRow, int]:
+def _posted_row(entry: NewEntry, row: Any) -> tuple[AccountRow, int]:
     """The account and entry id from a row of _POST_POSTGRES (SQLAlchemy Row or asyncpg Record)."""
     account = AccountRow(
         org_id=entry.org_id,
@@ -242,135 +132,183 @@ def _posted_row(entry: _NewEntry, row: Any) -> tuple[AccountRow, int]:
         free_cents=row[2],
         reserved_cents=row[3],
         overage_limit_cents=row[4],
-        watermark_cents=row[5],
+        watch_below_cents=row[5],
+        watch_above_cents=row[6],
     )
-    return account, row[6]
+    return account, row[7]
 
 
-class Posted(msgspec.Struct, frozen=True):
-    entry: EntryRow
-    account: AccountRow
+def watch_bounds(levels: Iterable[int], free_cents: int) -> tuple[int | None, int | None]:
+    """(highest level ≤ free, lowest level > free): the next downward and upward crossings."""
+    below = max((level for level in levels if level <= free_cents), default=None)
+    above = min((level for level in levels if level > free_cents), default=None)
+    return below, above
 
 
-class EntryPage(msgspec.Struct, frozen=True):
-    entries: list[EntryRow]
-    total: int | None
-    next_cursor: str | None
+def crossed_levels(levels: Iterable[int], before: int, after: int) -> tuple[list[int], Direction | None]:
+    """The levels a move of the free balance from ``before`` to ``after`` crossed, highest first.
+
+    Down: before ≥ level > after. Up: before < level ≤ after."""
+    if after < before:
+        down = sorted((lv for lv in levels if after < lv <= before), reverse=True)
+        return down, "down" if down else None
+    if after > before:
+        up = sorted((lv for lv in levels if before < lv <= after), reverse=True)
+        return up, "up" if up else None
+    return [], None
+
+
+def positive_amount(amount_cents: int, field: str = "amount_cents") -> None:
+    if not 1 <= amount_cents <= MAX_AMOUNT:
+        raise ValidationFailed(f"{field} must be an integer between 1 and {MAX_AMOUNT}", field=field)
 
 
 class LedgerService:
-    """Balance changes and reads. Methods take the caller's connection; the caller commits."""
+    """Accounts, postings and reads. Holds live in :class:`billfold.ledger.holds.HoldService`."""
 
-    def __init__(self, pm: pluggy.PluginManager, state: Any = None) -> None:
-        self._hook = pm.hook
-        self._state = state
+    def __init__(self, db: Database, hooks: Hooks) -> None:
+        self.db = db
+        self.hooks = hooks
 
-    # -- accounts --------------------------------------------------------------------------
+    # -- accounts --------------------------------------------------------------------------------
 
     async def open_account(self, conn: AsyncConnection, org_id: uuid.UUID, currency: str) -> AccountRow:
-        await conn.execute(accounts.insert().values(org_id=org_id, currency=currency))
-        return await self.account(conn, org_id)
+        await conn.execute(accounts.insert().values(org_id=org_id, currency=currency, watch_levels=[]))
+        return await self.account(org_id, conn=conn)
 
-    async def account(self, conn: AsyncConnection, org_id: uuid.UUID) -> AccountRow:
-        row = (await conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id))).first()
+    async def account(self, org_id: uuid.UUID, *, conn: AsyncConnection | None = None) -> AccountRow:
+        async with self.db.reading(conn) as c:
+            row = (await c.execute(select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id))).first()
         if row is None:
             raise NotFound("no billing account for this organization", code="account_not_found")
         return AccountRow(*row)
 
-    async def set_overage_limit(self, conn: AsyncConnection, org_id: uuid.UUID, limit_cents: int) -> None:
-        if limit_cents < 0:
-            raise ValidationFailed("overage limit must be >= 0", field="overage_limit_cents")
-        await conn.execute(
-            update(accounts).where(accounts.c.org_id == org_id).values(overage_limit_cents=limit_cents)
-        )
+    async def lock(self, conn: AsyncConnection, org_id: uuid.UUID) -> AccountRow:
+        """Lock the account row for the rest of the caller's transaction. A transaction that will
+        change an organization's other rows and its balance takes this first: every writer then
+        locks in the same order (account, then the rest), as a debit does."""
+        stmt = select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound("no billing account for this organization", code="account_not_found")
+        return AccountRow(*row)
 
-    async def refresh_watermark(self, conn: AsyncConnection, org_id: uuid.UUID) -> int | None:
-        """Ask every plugin which free-balance levels it watches and store the highest."""
-        # Lock the account first: a concurrent refresh (a settings change, the CLI) must not write
-        # an answer computed from settings older than ours.
-        await conn.execute(select(accounts.c.org_id).where(accounts.c.org_id == org_id).with_for_update())
-        levels = [
-            level
-            for answer in await call_all(self._hook.billfold_balance_watermarks(conn=conn, org_id=org_id))
-            if answer is not None
-            for level in (answer if isinstance(answer, list | tuple) else [answer])
-        ]
-        watermark = max(levels) if levels else None
-        await conn.execute(
-            update(accounts).where(accounts.c.org_id == org_id).values(watermark_cents=watermark)
-        )
-        return watermark
+    async def set_overage_limit(
+        self, org_id: uuid.UUID, limit_cents: int, *, conn: AsyncConnection | None = None
+    ) -> AccountRow:
+        if not 0 <= limit_cents <= MAX_AMOUNT:
+            raise ValidationFailed(
+                f"overage_limit_cents must be between 0 and {MAX_AMOUNT}", field="overage_limit_cents"
+            )
+        async with self.db.transaction(conn) as c:
+            await self.account(org_id, conn=c)
+            await c.execute(
+                update(accounts).where(accounts.c.org_id == org_id).values(overage_limit_cents=limit_cents)
+            )
+            return await self.account(org_id, conn=c)
 
-    # -- the one write path -----------------------------------------------------------------
+    async def refresh_levels(self, org_id: uuid.UUID, *, conn: AsyncConnection | None = None) -> list[int]:
+        """Ask every plugin which free-balance levels it watches and store them on the account."""
+        async with self.db.transaction(conn) as c:
+            # Lock the account first: a concurrent refresh (a settings change, the CLI) must not
+            # store an answer computed from settings older than ours.
+            free = (
+                await c.execute(
+                    select(accounts.c.free_cents).where(accounts.c.org_id == org_id).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if free is None:
+                raise NotFound("no billing account for this organization", code="account_not_found")
+            levels: set[int] = set()
+            for answer in await self.hooks.call("billfold_balance_levels", conn=c, org_id=org_id):
+                if answer is None:
+                    continue
+                levels.update(
+                    int(level) for level in (answer if isinstance(answer, list | tuple) else [answer])
+                )
+            ordered = sorted(levels, reverse=True)
+            below, above = watch_bounds(ordered, free)
+            await c.execute(
+                update(accounts)
+                .where(accounts.c.org_id == org_id)
+                .values(watch_levels=ordered, watch_below_cents=below, watch_above_cents=above)
+            )
+            return ordered
 
-    async def _post(
-        self,
-        conn: AsyncConnection,
-        org_id: uuid.UUID,
-        *,
-        kind: str,
-        amount_cents: int,
-        reserved_delta_cents: int = 0,
-        require_funds: bool,
-        description: str = "",
-        metadata: dict[str, Any] | None = None,
-        call_id: int | None = None,
-        phone_number_id: int | None = None,
-        phone_number_value: str | None = None,
-        hold_id: uuid.UUID | None = None,
-        reference: str | None = None,
-    ) -> Posted:
-        free_delta = amount_cents - reserved_delta_cents
-        entry = _NewEntry(
-            org_id=org_id,
-            kind=kind,
-            amount_cents=amount_cents,
-            reserved_delta_cents=reserved_delta_cents,
-            description=description,
-            metadata=metadata or {},
-            call_id=call_id,
-            phone_number_id=phone_number_id,
-            phone_number_value=phone_number_value,
-            hold_id=hold_id,
-            reference=reference,
-        )
+    # -- the one write path -------------------------------------------------------------------------
+
+    async def post(self, conn: AsyncConnection, entry: NewEntry, *, require_funds: bool) -> Posted:
+        """Write ``entry`` in the caller's transaction: move the balances, call the hooks that must
+        run inside the write, or raise PaymentRequired when ``require_funds`` and the free balance
+        (plus overage) is short."""
         write = self._write_postgres if conn.dialect.name == "postgresql" else self._write_core
-        written = await write(conn, entry, require_funds=require_funds and free_delta < 0)
+        written = await write(conn, entry, require_funds=require_funds and entry.free_delta < 0)
         if written is None:
-            raise await self._refusal(conn, org_id, free_delta)
+            raise await self._refusal(conn, entry.org_id, entry.free_delta)
         account, entry_id = written
         posted = Posted(entry=entry.written(entry_id, account), account=account)
-        await call_all(
-            self._hook.billfold_ledger_entry_written(
-                conn=conn, entry=posted.entry, account=account, state=self._state
+        if self.hooks.implemented("billfold_ledger_entry_written"):
+            await self.hooks.call(
+                "billfold_ledger_entry_written", conn=conn, entry=posted.entry, account=account
             )
+        if self._may_cross(entry.free_delta, account):
+            posted = await self._crossed(conn, posted, entry.free_delta)
+        return posted
+
+    @staticmethod
+    def _may_cross(free_delta: int, account: AccountRow) -> bool:
+        """From the bounds stored before this write: did it reach the next level either way?"""
+        if free_delta < 0:
+            return account.watch_below_cents is not None and account.free_cents < account.watch_below_cents
+        if free_delta > 0:
+            return account.watch_above_cents is not None and account.free_cents >= account.watch_above_cents
+        return False
+
+    async def _crossed(self, conn: AsyncConnection, posted: Posted, free_delta: int) -> Posted:
+        account = posted.account
+        levels = (
+            await conn.execute(select(accounts.c.watch_levels).where(accounts.c.org_id == account.org_id))
+        ).scalar_one() or []
+        before = account.free_cents - free_delta
+        crossed, direction = crossed_levels(levels, before, account.free_cents)
+        below, above = watch_bounds(levels, account.free_cents)
+        await conn.execute(
+            update(accounts)
+            .where(accounts.c.org_id == account.org_id)
+            .values(watch_below_cents=below, watch_above_cents=above)
         )
-        if free_delta < 0 and account.below_watermark:
-            await call_all(
-                self._hook.billfold_balance_below_watermark(
-                    conn=conn, entry=posted.entry, account=account, state=self._state
-                )
+        account = msgspec.structs.replace(account, watch_below_cents=below, watch_above_cents=above)
+        posted = Posted(entry=posted.entry, account=account)
+        if direction is not None:
+            await self.hooks.call(
+                "billfold_balance_crossed",
+                conn=conn,
+                entry=posted.entry,
+                account=account,
+                levels=crossed,
+                direction=direction,
             )
         return posted
 
     async def _write_core(
-        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
+        self, conn: AsyncConnection, entry: NewEntry, *, require_funds: bool
     ) -> tuple[AccountRow, int] | None:
         """The portable write path (SQLite): the conditional UPDATE, then the entry INSERT."""
-        free_delta = entry.amount_cents - entry.reserved_delta_cents
         stmt = (
             update(accounts)
             .where(accounts.c.org_id == entry.org_id)
             .values(
-                free_cents=accounts.c.free_cents + free_delta,
+                free_cents=accounts.c.free_cents + entry.free_delta,
                 reserved_cents=accounts.c.reserved_cents + entry.reserved_delta_cents,
                 entry_count=accounts.c.entry_count + 1,
                 updated_at=entry.created_at,
             )
-            .returning(*_ACCOUNT_COLUMNS)
+            .returning(*ACCOUNT_COLUMNS)
         )
         if require_funds:
-            stmt = stmt.where(accounts.c.free_cents + free_delta >= -accounts.c.overage_limit_cents)
+            stmt = stmt.where(accounts.c.free_cents + entry.free_delta >= -accounts.c.overage_limit_cents)
         row = (await conn.execute(stmt)).first()
         if row is None:
             return None
@@ -389,16 +327,16 @@ class LedgerService:
         return account, entry_id
 
     async def _write_postgres(
-        self, conn: AsyncConnection, entry: _NewEntry, *, require_funds: bool
+        self, conn: AsyncConnection, entry: NewEntry, *, require_funds: bool
     ) -> tuple[AccountRow, int] | None:
         """The PostgreSQL write path: the same UPDATE and INSERT as one constant statement
         (one round trip, no compilation)."""
-        params = _post_parameters(entry, require_funds=require_funds, stay_above_watermark=False)
+        params = _post_parameters(entry, require_funds=require_funds, cross_no_level=False)
         row = (await conn.exec_driver_sql(_POST_POSTGRES, params)).first()
         return None if row is None else _posted_row(entry, row)
 
     async def _refusal(self, conn: AsyncConnection, org_id: uuid.UUID, free_delta: int) -> PaymentRequired:
-        current = await self.account(conn, org_id)  # raises 404 when there is no account
+        current = await self.account(org_id, conn=conn)  # raises 404 when there is no account
         return PaymentRequired(
             f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
             code="insufficient_funds",
@@ -406,369 +344,184 @@ class LedgerService:
             extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
         )
 
-    async def _authorize(
+    async def authorize(
         self, conn: AsyncConnection, org_id: uuid.UUID, amount_cents: int, kind: str, context: dict[str, Any]
     ) -> None:
-        await call_all(
-            self._hook.billfold_authorize_debit(
+        """Let plugins refuse a debit or hold (402) before the balance moves."""
+        if self.hooks.implemented("billfold_authorize_debit"):
+            await self.hooks.call(
+                "billfold_authorize_debit",
                 conn=conn,
                 org_id=org_id,
                 amount_cents=amount_cents,
                 kind=kind,
                 context=context,
-                state=self._state,
             )
+
+    def debits_need_transaction(self) -> bool:
+        """True while a plugin implements a hook that must run inside every debit's transaction."""
+        return self.hooks.implemented("billfold_authorize_debit") or self.hooks.implemented(
+            "billfold_ledger_entry_written"
         )
 
-    # -- money in and out -------------------------------------------------------------------
+    # -- money in and out ---------------------------------------------------------------------------
 
     async def charge(
         self,
-        conn: AsyncConnection,
         org_id: uuid.UUID,
         amount_cents: int,
         *,
+        conn: AsyncConnection | None = None,
         description: str = "",
         metadata: dict[str, Any] | None = None,
         call_id: int | None = None,
         phone_number_id: int | None = None,
         phone_number_value: str | None = None,
         reference: str | None = None,
+        kind: str = "debit",
     ) -> Posted:
-        """Debit the free balance, or raise PaymentRequired (402) when it is short."""
-        _positive(amount_cents)
-        await self._authorize(
-            conn, org_id, amount_cents, "debit", {"description": description, "metadata": metadata}
-        )
-        return await self._post(
-            conn,
-            org_id,
-            kind="debit",
+        """Debit the free balance, or raise PaymentRequired (402) when it is short.
+
+        Without ``conn``, on PostgreSQL, while no plugin must run inside debits
+        (``billfold_authorize_debit``, ``billfold_ledger_entry_written``), the conditional UPDATE and
+        the entry INSERT run as one self-committing statement: the account row is locked only while
+        PostgreSQL executes it, not across round trips to this process. That statement refuses a
+        debit that would cross a watched level; such a debit, and one refused for funds, is then
+        redone as a transaction, which calls ``billfold_balance_crossed`` or raises the 402."""
+        positive_amount(amount_cents)
+        entry = NewEntry(
+            org_id=org_id,
+            kind=kind,
             amount_cents=-amount_cents,
-            require_funds=True,
             description=description,
-            metadata=metadata,
+            metadata=metadata or {},
             call_id=call_id,
             phone_number_id=phone_number_id,
             phone_number_value=phone_number_value,
             reference=reference,
         )
-
-    async def charge_alone(
-        self,
-        org_id: uuid.UUID,
-        amount_cents: int,
-        *,
-        description: str = "",
-        metadata: dict[str, Any] | None = None,
-        call_id: int | None = None,
-        phone_number_id: int | None = None,
-        phone_number_value: str | None = None,
-    ) -> Posted:
-        """A charge that is its own transaction (no Idempotency-Key, nothing else to write with it).
-
-        On PostgreSQL, when no plugin has to run inside debits (``billfold_authorize_debit``,
-        ``billfold_ledger_entry_written``), the conditional UPDATE and the entry INSERT run as one
-        self-committing statement: the account row is locked only while PostgreSQL executes it,
-        not across round trips to this process. That statement refuses a debit that would leave
-        the balance below the account's watermark; such a debit, and one refused for funds, is
-        then redone as a full transaction (``charge``), which calls the below-watermark hooks or
-        raises the 402."""
-        _positive(amount_cents)
-        engine = self._state.engine
-        if engine.dialect.name == "postgresql" and not self.debits_need_transaction():
-            entry = _NewEntry(
-                org_id=org_id,
-                kind="debit",
-                amount_cents=-amount_cents,
-                description=description,
-                metadata=metadata or {},
-                call_id=call_id,
-                phone_number_id=phone_number_id,
-                phone_number_value=phone_number_value,
-            )
-            params = _post_parameters(entry, require_funds=True, stay_above_watermark=True)
-            async with driver_connection(engine) as driver:
+        if conn is None and self.db.is_postgres and not self.debits_need_transaction():
+            params = _post_parameters(entry, require_funds=True, cross_no_level=True)
+            async with driver_connection(self.db.engine) as driver:
                 row = await driver.fetchrow(_POST_POSTGRES, *params)
             if row is not None:
                 account, entry_id = _posted_row(entry, row)
                 return Posted(entry=entry.written(entry_id, account), account=account)
-        async with engine.begin() as conn:
-            return await self.charge(
-                conn,
-                org_id,
-                amount_cents,
-                description=description,
-                metadata=metadata,
-                call_id=call_id,
-                phone_number_id=phone_number_id,
-                phone_number_value=phone_number_value,
+        async with self.db.transaction(conn) as c:
+            await self.authorize(
+                c, org_id, amount_cents, "debit", {"description": description, "metadata": metadata}
             )
-
-    def debits_need_transaction(self) -> bool:
-        """True while a plugin implements a hook that must run inside every debit's transaction."""
-        return bool(
-            self._hook.billfold_authorize_debit.get_hookimpls()
-            or self._hook.billfold_ledger_entry_written.get_hookimpls()
-        )
+            return await self.post(c, entry, require_funds=True)
 
     async def credit(
         self,
-        conn: AsyncConnection,
         org_id: uuid.UUID,
         amount_cents: int,
         *,
+        conn: AsyncConnection | None = None,
         description: str = "",
         metadata: dict[str, Any] | None = None,
         reference: str | None = None,
     ) -> Posted:
         """Add money (a payment). ``reference`` makes the credit unique per organization."""
-        _positive(amount_cents)
-        return await self._post(
-            conn,
-            org_id,
-            kind="credit",
-            amount_cents=amount_cents,
-            require_funds=False,
-            description=description,
-            metadata=metadata,
-            reference=reference,
-        )
+        positive_amount(amount_cents)
+        async with self.db.transaction(conn) as c:
+            return await self.post(
+                c,
+                NewEntry(
+                    org_id=org_id,
+                    kind="credit",
+                    amount_cents=amount_cents,
+                    description=description,
+                    metadata=metadata or {},
+                    reference=reference,
+                ),
+                require_funds=False,
+            )
 
     async def adjust(
         self,
-        conn: AsyncConnection,
         org_id: uuid.UUID,
         amount_cents: int,
         *,
+        conn: AsyncConnection | None = None,
         description: str,
         metadata: dict[str, Any] | None = None,
     ) -> Posted:
         """Operator adjustment: positive credits, negative debits (never below the overage limit)."""
-        if amount_cents == 0:
-            raise ValidationFailed("amount_cents must not be 0", field="amount_cents")
-        return await self._post(
-            conn,
-            org_id,
-            kind="adjustment",
-            amount_cents=amount_cents,
-            require_funds=amount_cents < 0,
-            description=description,
-            metadata=metadata,
-        )
+        if amount_cents == 0 or abs(amount_cents) > MAX_AMOUNT:
+            raise ValidationFailed(
+                f"amount_cents must be a non-zero integer between -{MAX_AMOUNT} and {MAX_AMOUNT}",
+                field="amount_cents",
+            )
+        async with self.db.transaction(conn) as c:
+            return await self.post(
+                c,
+                NewEntry(
+                    org_id=org_id,
+                    kind="adjustment",
+                    amount_cents=amount_cents,
+                    description=description,
+                    metadata=metadata or {},
+                ),
+                require_funds=amount_cents < 0,
+            )
 
     async def refund(
         self,
-        conn: AsyncConnection,
         org_id: uuid.UUID,
         amount_cents: int,
         *,
+        conn: AsyncConnection | None = None,
         description: str,
         reference: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Posted:
-        """Money returned to the tenant outside Billfold: removes it from the free balance."""
-        _positive(amount_cents)
-        return await self._post(
-            conn,
-            org_id,
-            kind="refund",
-            amount_cents=-amount_cents,
-            require_funds=True,
-            description=description,
-            metadata=metadata,
-            reference=reference,
-        )
+        """Money returned to the tenant outside Billfold: removes it from the free balance.
 
-    # -- holds ------------------------------------------------------------------------------
+        A ``reference`` already booked for this organization is 409 ``duplicate_reference``."""
+        positive_amount(amount_cents)
+        async with self.db.transaction(conn) as c:
+            if reference is not None:
+                await self._reference_free(c, org_id, reference)
+            try:
+                return await self.post(
+                    c,
+                    NewEntry(
+                        org_id=org_id,
+                        kind="refund",
+                        amount_cents=-amount_cents,
+                        description=description,
+                        metadata=metadata or {},
+                        reference=reference,
+                    ),
+                    require_funds=True,
+                )
+            except IntegrityError:
+                # Two refunds with one reference raced past the check: the unique index decided.
+                raise Conflict(
+                    f"reference {reference!r} is already booked for this organization",
+                    code="duplicate_reference",
+                    field="reference",
+                ) from None
 
-    async def hold(
-        self,
-        conn: AsyncConnection,
-        org_id: uuid.UUID,
-        amount_cents: int,
-        *,
-        expires_in_seconds: int,
-        description: str = "",
-        metadata: dict[str, Any] | None = None,
-    ) -> tuple[HoldRow, Posted]:
-        """Reserve money for an in-flight operation: free → reserved until capture, release or expiry."""
-        _positive(amount_cents)
-        await self._authorize(
-            conn, org_id, amount_cents, "hold", {"description": description, "metadata": metadata}
-        )
-        hold_id = new_id()
-        now = utcnow()
-        posted = await self._post(
-            conn,
-            org_id,
-            kind="hold",
-            amount_cents=0,
-            reserved_delta_cents=amount_cents,
-            require_funds=True,
-            description=description or "Hold",
-            metadata=metadata,
-            hold_id=hold_id,
-        )
-        await conn.execute(
-            holds.insert().values(
-                id=hold_id,
-                org_id=org_id,
-                amount_cents=amount_cents,
-                status="pending",
-                description=description,
-                metadata=metadata or {},
-                expires_at=now + datetime.timedelta(seconds=expires_in_seconds),
-                created_at=now,
-            )
-        )
-        return await self.get_hold(conn, org_id, hold_id), posted
-
-    async def get_hold(self, conn: AsyncConnection, org_id: uuid.UUID, hold_id: uuid.UUID) -> HoldRow:
-        row = (
-            await conn.execute(select(*_HOLD_COLUMNS).where(holds.c.id == hold_id, holds.c.org_id == org_id))
-        ).first()
-        if row is None:
-            raise NotFound("hold not found", code="hold_not_found", field="hold_id")
-        return _hold(row)
-
-    async def _finalize(
-        self,
-        conn: AsyncConnection,
-        org_id: uuid.UUID,
-        hold_id: uuid.UUID,
-        status: str,
-        *,
-        captured_cents: int | None = None,
-        now: datetime.datetime,
-        allow_expired: bool = False,
-    ) -> HoldRow | None:
-        """Move a pending hold to its final status, once; None if it was not pending (anymore)."""
-        conditions = [holds.c.id == hold_id, holds.c.org_id == org_id, holds.c.status == "pending"]
-        if not allow_expired:
-            conditions.append(holds.c.expires_at > now)
-        values: dict[str, Any] = {"status": status, "finalized_at": now}
-        if captured_cents is not None:
-            conditions.append(holds.c.amount_cents >= captured_cents)
-            values["captured_cents"] = captured_cents
-        elif status == "captured":
-            values["captured_cents"] = holds.c.amount_cents
-        row = (
+    async def _reference_free(self, conn: AsyncConnection, org_id: uuid.UUID, reference: str) -> None:
+        taken = (
             await conn.execute(
-                update(holds).where(and_(*conditions)).values(**values).returning(*_HOLD_COLUMNS)
+                select(entries.c.id).where(entries.c.org_id == org_id, entries.c.reference == reference)
             )
         ).first()
-        return _hold(row) if row else None
-
-    async def _explain_not_pending(
-        self, conn: AsyncConnection, org_id: uuid.UUID, hold_id: uuid.UUID, captured_cents: int | None
-    ) -> Exception:
-        hold = await self.get_hold(conn, org_id, hold_id)
-        if hold.status != "pending":
-            return Conflict(
-                f"hold is already {hold.status}",
-                code=f"hold_{hold.status}",
-                extra={"hold_status": hold.status},
+        if taken is not None:
+            raise Conflict(
+                f"reference {reference!r} is already booked for this organization (entry {taken.id})",
+                code="duplicate_reference",
+                field="reference",
             )
-        if captured_cents is not None and captured_cents > hold.amount_cents:
-            return ValidationFailed(
-                f"cannot capture {captured_cents}: the hold is for {hold.amount_cents}",
-                code="capture_exceeds_hold",
-                field="amount_cents",
-            )
-        return Conflict("hold has expired", code="hold_expired", extra={"hold_status": "expired"})
 
-    async def capture(
-        self,
-        conn: AsyncConnection,
-        org_id: uuid.UUID,
-        hold_id: uuid.UUID,
-        amount_cents: int | None = None,
-        *,
-        description: str | None = None,
-    ) -> tuple[HoldRow, Posted]:
-        """Spend a hold, fully or partly; the rest returns to the free balance. Once only."""
-        if amount_cents is not None and amount_cents < 0:
-            raise ValidationFailed("amount_cents must be >= 0", field="amount_cents")
-        now = utcnow()
-        hold = await self._finalize(conn, org_id, hold_id, "captured", captured_cents=amount_cents, now=now)
-        if hold is None:
-            raise await self._explain_not_pending(conn, org_id, hold_id, amount_cents)
-        captured = hold.captured_cents or 0
-        rest = hold.amount_cents - captured
-        posted = await self._post(
-            conn,
-            org_id,
-            kind="capture",
-            amount_cents=-captured,
-            reserved_delta_cents=-captured,
-            require_funds=False,
-            description=description or hold.description or "Hold captured",
-            metadata=hold.metadata,
-            hold_id=hold.id,
-        )
-        if rest:
-            released = await self._post(
-                conn,
-                org_id,
-                kind="release",
-                amount_cents=0,
-                reserved_delta_cents=-rest,
-                require_funds=False,
-                description="Hold remainder released",
-                hold_id=hold.id,
-            )
-            # Answer with the capture entry, and the balance after the remainder came back.
-            posted = Posted(entry=posted.entry, account=released.account)
-        return hold, posted
-
-    async def release(
-        self, conn: AsyncConnection, org_id: uuid.UUID, hold_id: uuid.UUID
-    ) -> tuple[HoldRow, Posted]:
-        """Return a hold's money to the free balance. Once only."""
-        now = utcnow()
-        hold = await self._finalize(conn, org_id, hold_id, "released", now=now, allow_expired=False)
-        if hold is None:
-            raise await self._explain_not_pending(conn, org_id, hold_id, None)
-        posted = await self._release_entry(conn, hold, "Hold released")
-        return hold, posted
-
-    async def _release_entry(self, conn: AsyncConnection, hold: HoldRow, description: str) -> Posted:
-        return await self._post(
-            conn,
-            hold.org_id,
-            kind="release",
-            amount_cents=0,
-            reserved_delta_cents=-hold.amount_cents,
-            require_funds=False,
-            description=description,
-            hold_id=hold.id,
-        )
-
-    async def expire_due_holds(self, conn: AsyncConnection, *, limit: int = 100) -> int:
-        """Release pending holds whose time is up. Returns how many expired."""
-        now = utcnow()
-        due = (
-            await conn.execute(
-                select(holds.c.id, holds.c.org_id)
-                .where(holds.c.status == "pending", holds.c.expires_at <= now)
-                .order_by(holds.c.expires_at)
-                .limit(limit)
-            )
-        ).all()
-        expired = 0
-        for hold_id, org_id in due:
-            hold = await self._finalize(conn, org_id, hold_id, "expired", now=now, allow_expired=True)
-            if hold is not None:
-                await self._release_entry(conn, hold, "Hold expired")
-                expired += 1
-        return expired
-
-    # -- reads ------------------------------------------------------------------------------
+    # -- reads --------------------------------------------------------------------------------------
 
     async def list_entries(
         self,
-        conn: AsyncConnection,
         org_id: uuid.UUID,
         *,
         limit: int,
@@ -779,6 +532,7 @@ class LedgerService:
         end: datetime.datetime | None = None,
         newest_first: bool = False,
         count: bool = False,
+        conn: AsyncConnection | None = None,
     ) -> EntryPage:
         """One page of entries. Cursor pages are keyed on the entry id; ids of one organization
         follow commit order, so a walk never misses or repeats an entry while others are written."""
@@ -790,23 +544,19 @@ class LedgerService:
         if end is not None:
             conditions.append(entries.c.created_at <= end)
         filtered = and_(*conditions)
-        stmt = select(*_ENTRY_COLUMNS).where(filtered)
+        stmt = select(*ENTRY_COLUMNS).where(filtered)
         if cursor is not None:
             stmt = stmt.where(entries.c.id < cursor if newest_first else entries.c.id > cursor)
         stmt = stmt.order_by(entries.c.id.desc() if newest_first else entries.c.id.asc()).limit(limit + 1)
         if offset:
             stmt = stmt.offset(offset)
-        rows = (await conn.execute(stmt)).all()
-        page = [_entry(r) for r in rows[:limit]]
+        async with self.db.reading(conn) as c:
+            rows = (await c.execute(stmt)).all()
+            total = None
+            if count:
+                total = (
+                    await c.execute(select(func.count()).select_from(entries).where(filtered))
+                ).scalar_one()
+        page = [entry_row(r) for r in rows[:limit]]
         next_cursor = str(page[-1].id) if len(rows) > limit and page else None
-        total = None
-        if count:
-            total = (
-                await conn.execute(select(func.count()).select_from(entries).where(filtered))
-            ).scalar_one()
         return EntryPage(entries=page, total=total, next_cursor=next_cursor)
-
-
-def _positive(amount_cents: int) -> None:
-    if amount_cents <= 0:
-        raise ValidationFailed("amount_cents must be a positive integer", field="amount_cents")

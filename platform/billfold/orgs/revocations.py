@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billfold.orgs.service import KeyCache
+from billfold.orgs.keys import KeyCache
 
 logger = logging.getLogger("billfold.revocations")
 

@@ -1,21 +1,26 @@
-"""Operator routes (BILLFOLD_ADMIN_API_KEY): organizations, keys, adjustments, refunds, overage."""
+"""Operator routes (organizations, keys, adjustments, refunds, overage) and a tenant's own keys."""
 
 from __future__ import annotations
 
-import datetime
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.api.auth import Tenant, admin_guard, provide_state
-from billfold.api.writes import money_write
-from billfold.ledger.routes import TENANT_DEPENDENCIES, posted_transaction
+from billfold.api.auth import OrgScope, operator_guard, tenant_guard
+from billfold.api.openapi import IDEMPOTENCY_KEY, responses
+from billfold.api.writes import idempotent, reply
+from billfold.config import CurrencyConfig
+from billfold.ledger.idempotency import IdempotencyService
+from billfold.ledger.routes import posted_transaction
+from billfold.ledger.rows import Posted
 from billfold.ledger.schemas import to_balance
-from billfold.ledger.service import Posted
+from billfold.ledger.service import LedgerService
+from billfold.orgs.keys import KeyService
 from billfold.orgs.schemas import (
     AdjustmentIn,
     KeyCreate,
@@ -26,14 +31,15 @@ from billfold.orgs.schemas import (
     OrganizationCreated,
     OrganizationOut,
     OverageIn,
+    OverageOut,
     RefundIn,
 )
-from billfold.orgs.service import OrgRow
-from billfold.state import AppState
+from billfold.orgs.service import OrgRow, OrgService
+
+Currencies = Mapping[str, CurrencyConfig]
 
 
 def _org_out(org: OrgRow) -> OrganizationOut:
-    assert isinstance(org.created_at, datetime.datetime)
     return OrganizationOut(
         id=org.id,
         name=org.name,
@@ -43,30 +49,23 @@ def _org_out(org: OrgRow) -> OrganizationOut:
     )
 
 
-def _write_out(app_state: AppState, posted: Posted) -> LedgerWriteOut:
-    return LedgerWriteOut(
-        transaction=posted_transaction(app_state, posted), balance=to_balance(posted.account)
-    )
-
-
 class AdminController(Controller):
     path = "/v1/admin"
     tags = ["operator"]
-    guards = [admin_guard]
-    dependencies = {"app_state": Provide(provide_state, sync_to_thread=False)}
+    guards = [operator_guard]
 
-    @post("/organizations", operation_id="AdminCreateOrganization")
+    @post(
+        "/organizations",
+        operation_id="AdminCreateOrganization",
+        summary="Create an organization and its first API key (shown once)",
+        responses=responses(),
+    )
     async def create_organization(
-        self, data: JSONBody[OrganizationCreate], app_state: NamedDependency[AppState]
+        self,
+        data: JSONBody[OrganizationCreate],
+        orgs: NamedDependency[OrgService],
     ) -> OrganizationCreated:
-        async with app_state.engine.begin() as conn:
-            org = await app_state.orgs.create(
-                conn,
-                name=data.name,
-                currency=data.currency or app_state.config.default_currency,
-                creator=data.creator,
-            )
-            key = await app_state.orgs.issue_key(conn, org.id, name="default")
+        org, key = await orgs.create_with_key(name=data.name, currency=data.currency, creator=data.creator)
         out = _org_out(org)
         return OrganizationCreated(
             id=out.id,
@@ -78,88 +77,129 @@ class AdminController(Controller):
             key_id=key.id,
         )
 
-    @get("/organizations/{org_id:uuid}", operation_id="AdminGetOrganization")
+    @get(
+        "/organizations/{org_id:uuid}",
+        operation_id="AdminGetOrganization",
+        summary="An organization",
+        responses=responses(404),
+    )
     async def get_organization(
-        self, org_id: FromPath[uuid.UUID], app_state: NamedDependency[AppState]
+        self, org_id: FromPath[uuid.UUID], orgs: NamedDependency[OrgService]
     ) -> OrganizationOut:
-        async with app_state.engine.connect() as conn:
-            return _org_out(await app_state.orgs.get(conn, org_id))
+        return _org_out(await orgs.get(org_id))
 
-    @post("/organizations/{org_id:uuid}/keys", operation_id="AdminCreateKey")
+    @post(
+        "/organizations/{org_id:uuid}/keys",
+        operation_id="AdminCreateKey",
+        summary="Issue another API key (shown once)",
+        responses=responses(404),
+    )
     async def create_key(
         self,
         org_id: FromPath[uuid.UUID],
-        app_state: NamedDependency[AppState],
+        keys: NamedDependency[KeyService],
         data: JSONBody[KeyCreate | None] = None,
     ) -> KeyCreated:
-        async with app_state.engine.begin() as conn:
-            key = await app_state.orgs.issue_key(conn, org_id, name=(data or KeyCreate()).name)
+        key = await keys.issue(org_id, name=(data or KeyCreate()).name)
         return KeyCreated(id=key.id, organization_id=key.org_id, prefix=key.prefix, api_key=key.api_key)
 
-    @post("/keys/{key_id:uuid}/revoke", operation_id="AdminRevokeKey", status_code=200)
-    async def revoke_key(
-        self, key_id: FromPath[uuid.UUID], app_state: NamedDependency[AppState]
-    ) -> KeyRevoked:
-        async with app_state.engine.begin() as conn:
-            await app_state.orgs.revoke_key(conn, key_id)
+    @post(
+        "/keys/{key_id:uuid}/revoke",
+        operation_id="AdminRevokeKey",
+        summary="Revoke an API key",
+        status_code=200,
+        responses=responses(404),
+    )
+    async def revoke_key(self, key_id: FromPath[uuid.UUID], keys: NamedDependency[KeyService]) -> KeyRevoked:
+        await keys.revoke(key_id)
         return KeyRevoked(id=key_id)
 
-    @post("/organizations/{org_id:uuid}/adjustments", operation_id="AdminAdjust")
+    @post(
+        "/organizations/{org_id:uuid}/adjustments",
+        operation_id="AdminAdjust",
+        summary="Credit (positive) or debit (negative) an organization",
+        responses=responses(402, 404, 409),
+    )
     async def adjust(
         self,
         request: Request[Any, Any, Any],
         org_id: FromPath[uuid.UUID],
         data: JSONBody[AdjustmentIn],
-        app_state: NamedDependency[AppState],
-    ) -> Response[bytes]:
-        async def work(conn: AsyncConnection) -> LedgerWriteOut:
-            posted = await app_state.ledger.adjust(
-                conn, org_id, data.amount_cents, description=data.description, metadata=data.metadata
+        ledger: NamedDependency[LedgerService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[LedgerWriteOut]:
+        async def work(conn: Any) -> Posted:
+            return await ledger.adjust(
+                org_id, data.amount_cents, conn=conn, description=data.description, metadata=data.metadata
             )
-            return _write_out(app_state, posted)
 
-        return await money_write(app_state, request, org_id, work)
+        return reply(await idempotency.run(await idempotent(request, org_id), work, _encoder(currencies)))
 
-    @post("/organizations/{org_id:uuid}/refunds", operation_id="AdminRefund")
+    @post(
+        "/organizations/{org_id:uuid}/refunds",
+        operation_id="AdminRefund",
+        summary="Record money returned to the tenant outside Billfold",
+        responses=responses(402, 404, 409),
+    )
     async def refund(
         self,
         request: Request[Any, Any, Any],
         org_id: FromPath[uuid.UUID],
         data: JSONBody[RefundIn],
-        app_state: NamedDependency[AppState],
-    ) -> Response[bytes]:
-        async def work(conn: AsyncConnection) -> LedgerWriteOut:
-            posted = await app_state.ledger.refund(
-                conn, org_id, data.amount_cents, description=data.description, reference=data.reference
+        ledger: NamedDependency[LedgerService],
+        idempotency: NamedDependency[IdempotencyService],
+        currencies: NamedDependency[Currencies],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[LedgerWriteOut]:
+        async def work(conn: Any) -> Posted:
+            return await ledger.refund(
+                org_id, data.amount_cents, conn=conn, description=data.description, reference=data.reference
             )
-            return _write_out(app_state, posted)
 
-        return await money_write(app_state, request, org_id, work)
+        return reply(await idempotency.run(await idempotent(request, org_id), work, _encoder(currencies)))
 
-    @put("/organizations/{org_id:uuid}/overage", operation_id="AdminSetOverage")
+    @put(
+        "/organizations/{org_id:uuid}/overage",
+        operation_id="AdminSetOverage",
+        summary="How far below zero the free balance may go",
+        responses=responses(404),
+    )
     async def set_overage(
-        self, org_id: FromPath[uuid.UUID], data: JSONBody[OverageIn], app_state: NamedDependency[AppState]
-    ) -> dict[str, int]:
-        async with app_state.engine.begin() as conn:
-            await app_state.ledger.account(conn, org_id)
-            await app_state.ledger.set_overage_limit(conn, org_id, data.overage_limit_cents)
-        return {"overage_limit_cents": data.overage_limit_cents}
+        self, org_id: FromPath[uuid.UUID], data: JSONBody[OverageIn], ledger: NamedDependency[LedgerService]
+    ) -> OverageOut:
+        account = await ledger.set_overage_limit(org_id, data.overage_limit_cents)
+        return OverageOut(overage_limit_cents=account.overage_limit_cents)
+
+
+def _encoder(currencies: Currencies) -> Any:
+    def encode(posted: Posted) -> bytes:
+        return msgspec.json.encode(
+            LedgerWriteOut(
+                transaction=posted_transaction(currencies, posted), balance=to_balance(posted.account)
+            )
+        )
+
+    return encode
 
 
 class KeysController(Controller):
-    """A tenant revokes one of its own keys."""
+    """A tenant revokes one of its own keys (another organization's key is 404)."""
 
     path = "/v1/api-keys"
     tags = ["keys"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @post("/{key_id:uuid}/revoke", operation_id="RevokeOwnKey", status_code=200)
+    @post(
+        "/{key_id:uuid}/revoke",
+        operation_id="RevokeOwnKey",
+        summary="Revoke one of your API keys",
+        status_code=200,
+        responses=responses(404),
+    )
     async def revoke(
-        self,
-        key_id: FromPath[uuid.UUID],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        self, key_id: FromPath[uuid.UUID], org: NamedDependency[OrgScope], keys: NamedDependency[KeyService]
     ) -> KeyRevoked:
-        async with app_state.engine.begin() as conn:
-            await app_state.orgs.revoke_key(conn, key_id, org_id=tenant.org_id)
+        await keys.revoke(key_id, org_id=org.org_id)
         return KeyRevoked(id=key_id)

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any
 
 import msgspec
 
+from billfold.fields import (
+    Amount,
+    CurrencyCode,
+    Description,
+    Metadata,
+    Name,
+    NonNegativeAmount,
+    Reference,
+    ShortText,
+    SignedAmount,
+)
 from billfold.ledger.schemas import Balance, Transaction
 
 
 class OrganizationCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    currency: str | None = None
-    creator: str = "operator"
+    name: Name
+    currency: CurrencyCode | None = None
+    creator: ShortText = "operator"
 
 
 class OrganizationOut(msgspec.Struct):
@@ -32,7 +42,7 @@ class OrganizationCreated(OrganizationOut):
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str = ""
+    name: ShortText = ""
 
 
 class KeyCreated(msgspec.Struct):
@@ -48,18 +58,24 @@ class KeyRevoked(msgspec.Struct):
 
 
 class AdjustmentIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_cents: int
-    description: str
-    metadata: dict[str, Any] = {}
+    amount_cents: SignedAmount
+    """Positive credits, negative debits; not 0."""
+    description: Description
+    metadata: Metadata = {}
 
 
 class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_cents: int
-    description: str
-    reference: str | None = None
+    amount_cents: Amount
+    description: Description
+    reference: Reference | None = None
+    """Unique per organization: the same reference twice is 409 ``duplicate_reference``."""
 
 
 class OverageIn(msgspec.Struct, forbid_unknown_fields=True):
+    overage_limit_cents: NonNegativeAmount
+
+
+class OverageOut(msgspec.Struct):
     overage_limit_cents: int
 
 

@@ -1,31 +1,31 @@
-"""Organizations and API keys: creation, hashing, revocation and authentication."""
+"""Organizations (tenants): creation, reads and status. Each has one ledger account."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
+import contextlib
+import datetime
 import uuid
+from collections.abc import Mapping
 
 import msgspec
-import pluggy
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold.config import BillfoldConfig
-from billfold.db import new_id, table_of, utcnow
-from billfold.errors import NotFound, Unauthorized, ValidationFailed
+from billfold.clock import now
+from billfold.config import CurrencyConfig
+from billfold.db import Database, new_id, table_of
+from billfold.errors import NotFound, ValidationFailed
 from billfold.ledger.service import LedgerService
-from billfold.orgs.models import ApiKey, Organization
-from billfold.plugins import call_all
+from billfold.orgs.keys import IssuedKey, KeyService
+from billfold.orgs.models import Organization
+from billfold.plugins import Hooks
 
 organizations = table_of(Organization)
-api_keys = table_of(ApiKey)
 
-_LIVE_KEY = select(api_keys.c.org_id).where(
-    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
-)
-"""The key lookup, built once (building it and its cache key per miss cost ~45 µs)."""
+MAX_NAME_LENGTH = 200
+ORG_STATUSES = ("verified", "unverified", "blocked")
 
 
 class OrgRow(msgspec.Struct, frozen=True):
@@ -35,190 +35,142 @@ class OrgRow(msgspec.Struct, frozen=True):
     creator: str
     organization_type: str
     status: str
-    created_at: object
-    updated_at: object
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
 
 
-class IssuedKey(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    org_id: uuid.UUID
-    prefix: str
-    api_key: str
-    """The secret itself: returned once, never stored."""
+def _as_utc(value: datetime.datetime) -> datetime.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
-def hash_key(raw: str) -> str:
-    # Keys carry 192 random bits, so a fast hash is enough: no rainbow table covers that space.
-    return hashlib.sha256(raw.encode()).hexdigest()
+def _row(org: Organization) -> OrgRow:
+    return OrgRow(
+        id=org.id,
+        name=org.name,
+        currency=org.currency,
+        creator=org.creator,
+        organization_type=org.organization_type,
+        status=org.status,
+        created_at=_as_utc(org.created_at),
+        updated_at=_as_utc(org.updated_at),
+    )
 
 
-class KeyCache:
-    """In-process memory of verified keys, so the hot path skips the key lookup.
+class OrganizationRepository(SQLAlchemyAsyncRepository[Organization]):
+    model_type = Organization
 
-    An entry lives ``ttl`` seconds, or ``notified_ttl`` seconds while the process receives
-    revocation notices (``live``; see billfold.orgs.revocations). The process that revokes a key
-    forgets it at once; a notice makes every other process forget it too.
-    """
 
-    def __init__(self, ttl: float, notified_ttl: float = 0.0) -> None:
-        self.ttl = ttl
-        self.notified_ttl = notified_ttl
-        self.live = False
-        """True while revocation notices arrive (set by the listener)."""
-        self.generation = 0
-        """Bumped by every forget/clear: a lookup that raced a revocation is not cached."""
-        self._entries: dict[str, tuple[float, uuid.UUID]] = {}
-        self._revoked: set[str] = set()
-
-    @property
-    def lifetime(self) -> float:
-        return max(self.ttl, self.notified_ttl) if self.live else self.ttl
-
-    def get(self, key_hash: str) -> uuid.UUID | None:
-        hit = self._entries.get(key_hash)
-        if hit is None:
-            return None
-        if hit[0] + self.lifetime < time.monotonic():
-            self._entries.pop(key_hash, None)
-            return None
-        return hit[1]
-
-    def put(self, key_hash: str, org_id: uuid.UUID, generation: int) -> None:
-        """Remember a key verified by a lookup that started at ``generation``."""
-        if self.lifetime <= 0 or generation != self.generation or key_hash in self._revoked:
-            return
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[key_hash] = (time.monotonic(), org_id)
-
-    def revoked(self, key_hash: str) -> None:
-        """This process revoked the key: never remember it again. (A lookup made here between the
-        revoking statement and its commit still sees the key live; it must not cache it.)"""
-        if len(self._revoked) > 100_000:
-            self._revoked.clear()
-        self._revoked.add(key_hash)
-        self.forget(key_hash)
-
-    def forget(self, key_hash: str) -> None:
-        self.generation += 1
-        self._entries.pop(key_hash, None)
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._entries.clear()
+def check_text(value: str, field: str, maximum: int, *, required: bool = False) -> str:
+    if "\x00" in value:
+        raise ValidationFailed(f"{field} must not contain NUL characters", field=field)
+    if len(value) > maximum:
+        raise ValidationFailed(f"{field} must be at most {maximum} characters", field=field)
+    if required and not value.strip():
+        raise ValidationFailed(f"{field} must not be empty", field=field)
+    return value
 
 
 class OrgService:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         ledger: LedgerService,
+        keys: KeyService,
+        hooks: Hooks,
         *,
-        key_prefix: str,
-        key_cache: KeyCache,
-        pm: pluggy.PluginManager,
-        config: BillfoldConfig,
+        currencies: Mapping[str, CurrencyConfig],
+        default_currency: str,
     ) -> None:
-        self.engine = engine
-        self.pm = pm
-        self.config = config
+        self.db = db
         self.ledger = ledger
-        self.key_prefix = key_prefix
-        self.key_cache = key_cache
+        self.keys = keys
+        self.hooks = hooks
+        self.currencies = currencies
+        self.default_currency = default_currency
 
     async def create(
-        self, conn: AsyncConnection, *, name: str, currency: str, creator: str = "operator"
+        self,
+        *,
+        name: str,
+        currency: str | None = None,
+        creator: str = "operator",
+        conn: AsyncConnection | None = None,
     ) -> OrgRow:
-        name = name.strip()
-        if not name:
-            raise ValidationFailed("name must not be empty", field="name")
-        currency = currency.lower()
-        if currency not in self.config.currencies:
-            known = ", ".join(sorted(self.config.currencies))
+        """Create an organization with its account; plugins add their rows in the same transaction
+        (``billfold_organization_created``) and the account learns the levels they watch."""
+        name = check_text(name, "name", MAX_NAME_LENGTH, required=True).strip()
+        creator = check_text(creator, "creator", MAX_NAME_LENGTH)
+        code = (currency or self.default_currency).lower()
+        if code not in self.currencies:
+            known = ", ".join(sorted(self.currencies))
             raise ValidationFailed(
                 f"currency must be one of: {known}", code="invalid_currency", field="currency"
             )
-        org_id = new_id()
-        now = utcnow()
-        await conn.execute(
-            organizations.insert().values(
-                id=org_id, name=name, currency=currency, creator=creator, created_at=now, updated_at=now
-            )
-        )
-        await self.ledger.open_account(conn, org_id, currency)
-        org = await self.get(conn, org_id)
-        await call_all(self.pm.hook.billfold_organization_created(conn=conn, org=org, config=self.config))
-        # after the plugins made their per-organization rows (auto-reload settings...)
-        await self.ledger.refresh_watermark(conn, org_id)
-        return org
+        created = now()
+        async with self.db.transaction(conn) as c:
+            async with self.db.session(c) as session:
+                org = await OrganizationRepository(session=session, auto_refresh=False).add(
+                    Organization(
+                        id=new_id(),
+                        name=name,
+                        currency=code,
+                        creator=creator,
+                        organization_type="free",
+                        status="verified",
+                        created_at=created,
+                        updated_at=created,
+                    )
+                )
+                row = _row(org)
+            await self.ledger.open_account(c, row.id, code)
+            await self.hooks.call("billfold_organization_created", conn=c, org=row)
+            # after the plugins made their per-organization rows (auto-reload settings...)
+            await self.ledger.refresh_levels(row.id, conn=c)
+        return row
 
-    async def get(self, conn: AsyncConnection, org_id: uuid.UUID) -> OrgRow:
-        row = (await conn.execute(select(organizations).where(organizations.c.id == org_id))).first()
-        if row is None:
-            raise NotFound("organization not found", code="organization_not_found")
-        return OrgRow(
-            id=row.id,
-            name=row.name,
-            currency=row.currency,
-            creator=row.creator,
-            organization_type=row.organization_type,
-            status=row.status,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+    async def create_with_key(
+        self, *, name: str, currency: str | None = None, creator: str = "operator", key_name: str = "default"
+    ) -> tuple[OrgRow, IssuedKey]:
+        """Create an organization and its first API key in one transaction."""
+        async with self.db.transaction() as conn:
+            org = await self.create(name=name, currency=currency, creator=creator, conn=conn)
+            return org, await self.keys.issue(org.id, name=key_name, conn=conn)
+
+    async def get(self, org_id: uuid.UUID, *, conn: AsyncConnection | None = None) -> OrgRow:
+        async with self.db.reading(conn) as c, self.db.session(c) as session:
+            org = await OrganizationRepository(session=session).get_one_or_none(id=org_id)
+            if org is None:
+                raise NotFound("organization not found", code="organization_not_found")
+            return _row(org)
+
+    async def list(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        search: str | None = None,
+        order_by: str = "created_at",
+        descending: bool = True,
+        conn: AsyncConnection | None = None,
+    ) -> tuple[list[OrgRow], int]:
+        """A page of organizations (name contains ``search``, or id equals it), and the total."""
+        filters: list[StatementFilter | ColumnElement[bool]] = [
+            LimitOffset(limit=limit, offset=offset),
+            OrderBy(order_by, "desc" if descending else "asc"),
+        ]
+        if search:
+            clauses: list[ColumnElement[bool]] = [Organization.name.ilike(f"%{search}%")]
+            with contextlib.suppress(ValueError):
+                clauses.append(Organization.id == uuid.UUID(search))
+            filters.append(or_(*clauses))
+        async with self.db.reading(conn) as c, self.db.session(c) as session:
+            rows, total = await OrganizationRepository(session=session).get_many_and_count(*filters)
+            return [_row(r) for r in rows], total
 
     async def mark_paid(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        """The first successful payment makes an organization `paid` (document 003's type)."""
         await conn.execute(
             update(organizations)
             .where(organizations.c.id == org_id, organizations.c.organization_type != "paid")
-            .values(organization_type="paid", updated_at=utcnow())
+            .values(organization_type="paid", updated_at=now())
         )
-
-    async def issue_key(self, conn: AsyncConnection, org_id: uuid.UUID, *, name: str = "") -> IssuedKey:
-        await self.get(conn, org_id)
-        raw = self.key_prefix + secrets.token_urlsafe(24)
-        key_id = new_id()
-        now = utcnow()
-        prefix = raw[: len(self.key_prefix) + 4]
-        await conn.execute(
-            api_keys.insert().values(
-                id=key_id,
-                org_id=org_id,
-                prefix=prefix,
-                key_hash=hash_key(raw),
-                name=name,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        return IssuedKey(id=key_id, org_id=org_id, prefix=prefix, api_key=raw)
-
-    async def revoke_key(
-        self, conn: AsyncConnection, key_id: uuid.UUID, *, org_id: uuid.UUID | None = None
-    ) -> None:
-        stmt = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        if org_id is not None:
-            stmt = stmt.where(api_keys.c.org_id == org_id)
-        result = await conn.execute(stmt.values(revoked_at=utcnow()).returning(api_keys.c.key_hash))
-        row = result.first()
-        if row is None:
-            raise NotFound("API key not found or already revoked", code="api_key_not_found")
-        self.key_cache.revoked(row.key_hash)
-
-    async def authenticate(self, raw_key: str) -> uuid.UUID:
-        """Return the organization a live key belongs to, or raise Unauthorized."""
-        key_hash = hash_key(raw_key)
-        cached = self.key_cache.get(key_hash)
-        if cached is not None:
-            return cached
-        generation = self.key_cache.generation
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_LIVE_KEY, {"key_hash": key_hash})).first()
-        if row is None:
-            raise Unauthorized(
-                "the API key is unknown or revoked",
-                code="invalid_api_key",
-                fix="Send a live key as `Authorization: Bearer <key>`.",
-            )
-        self.key_cache.put(key_hash, row.org_id, generation)
-        return row.org_id

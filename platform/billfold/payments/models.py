@@ -32,6 +32,8 @@ class BillingProfile(DefaultBase):
     reload_paused: Mapped[bool] = mapped_column(Boolean, default=False)
     reload_action: Mapped[dict[str, Any] | None] = mapped_column(JsonDict, default=None)
     """What the tenant must do after a failed auto-reload (decline or 3-D Secure), or None."""
+    reload_rearm_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """After a failed reload, the free balance it failed at: the next debit below it tries again."""
     updated_at: Mapped[datetime.datetime] = mapped_column(
         DateTimeUTC(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -78,3 +80,5 @@ class ProviderEvent(DefaultBase):
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(32), default="applied", server_default="applied")
+    """applied | ignored (nothing to do) | unknown_organization | unknown_payment (acknowledged, kept)."""

@@ -1,4 +1,6 @@
-"""Billing profiles: auto-reload settings, the provider customer and the default payment method."""
+"""Billing profiles: auto-reload settings and state, the provider customer, the default method.
+
+:class:`ProfileService` is the only writer of ``billing_profiles``."""
 
 from __future__ import annotations
 
@@ -6,12 +8,16 @@ import uuid
 from typing import Any
 
 import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.config import AutoReloadDefaults
-from billfold.db import table_of
-from billfold.errors import Unprocessable, ValidationFailed
+from billfold.db import Database, table_of
+from billfold.errors import NotFound, Unprocessable, ValidationFailed
+from billfold.hookspecs import hookimpl
+from billfold.ledger.service import MAX_AMOUNT
+from billfold.orgs.service import OrgRow
 from billfold.payments.models import BillingProfile
 
 profiles = table_of(BillingProfile)
@@ -32,6 +38,7 @@ class ProfileRow(msgspec.Struct, frozen=True):
     reload_failures: int
     reload_paused: bool
     reload_action: dict[str, Any] | None
+    reload_rearm_cents: int | None = None
 
     @property
     def has_payment_method(self) -> bool:
@@ -56,23 +63,7 @@ class FieldNames(msgspec.Struct, frozen=True):
     monthly_limit: str = "auto_reload_monthly_limit_cents"
 
 
-async def ensure_profile(conn: AsyncConnection, org_id: uuid.UUID, defaults: AutoReloadDefaults) -> None:
-    await conn.execute(
-        profiles.insert().values(
-            org_id=org_id,
-            auto_reload_enabled=False,
-            auto_reload_minimum_cents=defaults.minimum_cents,
-            auto_reload_amount_cents=defaults.amount_cents,
-            auto_reload_monthly_limit_cents=defaults.monthly_limit_cents,
-        )
-    )
-
-
-async def get_profile(conn: AsyncConnection, org_id: uuid.UUID, *, for_update: bool = False) -> ProfileRow:
-    stmt = select(profiles).where(profiles.c.org_id == org_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = (await conn.execute(stmt)).one()
+def _profile(row: Any) -> ProfileRow:
     return ProfileRow(
         org_id=row.org_id,
         auto_reload_enabled=row.auto_reload_enabled,
@@ -86,6 +77,7 @@ async def get_profile(conn: AsyncConnection, org_id: uuid.UUID, *, for_update: b
         reload_failures=row.reload_failures,
         reload_paused=row.reload_paused,
         reload_action=row.reload_action,
+        reload_rearm_cents=row.reload_rearm_cents,
     )
 
 
@@ -98,24 +90,25 @@ def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldN
     """
     values: dict[str, Any] = {}
     if isinstance(change.minimum_cents, int):
-        if change.minimum_cents < 0:
-            raise ValidationFailed(f"{names.minimum} must be >= 0", field=names.minimum)
+        if not 0 <= change.minimum_cents <= MAX_AMOUNT:
+            raise ValidationFailed(f"{names.minimum} must be between 0 and {MAX_AMOUNT}", field=names.minimum)
         values["auto_reload_minimum_cents"] = change.minimum_cents
     if isinstance(change.amount_cents, int):
-        if change.amount_cents <= 0:
-            raise ValidationFailed(f"{names.amount} must be > 0", field=names.amount)
+        if not 0 < change.amount_cents <= MAX_AMOUNT:
+            raise ValidationFailed(f"{names.amount} must be between 1 and {MAX_AMOUNT}", field=names.amount)
         values["auto_reload_amount_cents"] = change.amount_cents
     if not isinstance(change.monthly_limit_cents, msgspec.UnsetType):
-        if change.monthly_limit_cents is not None and change.monthly_limit_cents < 0:
-            raise ValidationFailed(f"{names.monthly_limit} must be >= 0 or null", field=names.monthly_limit)
+        if change.monthly_limit_cents is not None and not 0 <= change.monthly_limit_cents <= MAX_AMOUNT:
+            raise ValidationFailed(
+                f"{names.monthly_limit} must be between 0 and {MAX_AMOUNT}, or null",
+                field=names.monthly_limit,
+            )
         values["auto_reload_monthly_limit_cents"] = change.monthly_limit_cents
     if change.enabled is True:
         for field, given in ((names.minimum, change.minimum_cents), (names.amount, change.amount_cents)):
             if given is _UNSET:
                 raise ValidationFailed(
-                    f"{field} is required when enabling auto-reload",
-                    code="missing_field",
-                    field=field,
+                    f"{field} is required when enabling auto-reload", code="missing_field", field=field
                 )
         if not current.has_payment_method:
             raise Unprocessable(
@@ -126,24 +119,141 @@ def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldN
             )
         values["auto_reload_enabled"] = True
         # Turning auto-reload on again clears a pause left by consecutive failures.
-        values.update(reload_paused=False, reload_failures=0, reload_action=None)
+        values.update(reload_paused=False, reload_failures=0, reload_action=None, reload_rearm_cents=None)
     elif change.enabled is False:
         values["auto_reload_enabled"] = False
     return values
 
 
-async def apply_change(conn: AsyncConnection, org_id: uuid.UUID, values: dict[str, Any]) -> None:
-    if values:
-        await conn.execute(update(profiles).where(profiles.c.org_id == org_id).values(**values))
+class BillingProfileRepository(SQLAlchemyAsyncRepository[BillingProfile]):
+    model_type = BillingProfile
 
 
-async def set_customer(conn: AsyncConnection, org_id: uuid.UUID, provider: str, customer_id: str) -> None:
-    await conn.execute(
-        update(profiles).where(profiles.c.org_id == org_id).values(provider=provider, customer_id=customer_id)
-    )
+class ProfileService:
+    """Reads and writes billing profiles; every change goes through here."""
 
+    BILLFOLD_CORE = True
 
-async def set_default_method(conn: AsyncConnection, org_id: uuid.UUID, method_id: str | None) -> None:
-    await conn.execute(
-        update(profiles).where(profiles.c.org_id == org_id).values(default_payment_method_id=method_id)
-    )
+    def __init__(self, db: Database, defaults: AutoReloadDefaults) -> None:
+        self.db = db
+        self.defaults = defaults
+
+    @hookimpl
+    async def billfold_organization_created(self, conn: AsyncConnection, org: OrgRow) -> None:
+        """Every organization gets a billing profile with the operator's auto-reload defaults."""
+        async with self.db.session(conn) as session:
+            await BillingProfileRepository(session=session, auto_refresh=False).add(
+                BillingProfile(
+                    org_id=org.id,
+                    auto_reload_enabled=False,
+                    auto_reload_minimum_cents=self.defaults.minimum_cents,
+                    auto_reload_amount_cents=self.defaults.amount_cents,
+                    auto_reload_monthly_limit_cents=self.defaults.monthly_limit_cents,
+                    provider=None,
+                    customer_id=None,
+                    default_payment_method_id=None,
+                    reload_in_flight=False,
+                    reload_failures=0,
+                    reload_paused=False,
+                    reload_action=None,
+                    reload_rearm_cents=None,
+                )
+            )
+
+    async def get(
+        self, org_id: uuid.UUID, *, conn: AsyncConnection | None = None, for_update: bool = False
+    ) -> ProfileRow:
+        stmt = select(profiles).where(profiles.c.org_id == org_id)
+        async with self.db.reading(conn) as c:
+            if for_update and c.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            row = (await c.execute(stmt)).first()
+        if row is None:
+            raise NotFound("no billing profile for this organization", code="account_not_found")
+        return _profile(row)
+
+    async def change_auto_reload(
+        self, conn: AsyncConnection, org_id: uuid.UUID, change: AutoReloadChange, names: FieldNames
+    ) -> ProfileRow:
+        """Validate and apply an auto-reload settings change (in the caller's transaction)."""
+        current = await self.get(org_id, conn=conn, for_update=True)
+        values = validate_change(change, current, names)
+        await self._set(conn, org_id, **values)
+        return await self.get(org_id, conn=conn)
+
+    async def set_customer(self, org_id: uuid.UUID, provider: str, customer_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await self._set(conn, org_id, provider=provider, customer_id=customer_id)
+
+    async def set_default_method(
+        self, conn: AsyncConnection, org_id: uuid.UUID, method_id: str | None
+    ) -> None:
+        await self._set(conn, org_id, default_payment_method_id=method_id)
+
+    async def set_default_if_none(self, conn: AsyncConnection, org_id: uuid.UUID, method_id: str) -> None:
+        await conn.execute(
+            update(profiles)
+            .where(profiles.c.org_id == org_id, profiles.c.default_payment_method_id.is_(None))
+            .values(default_payment_method_id=method_id)
+        )
+
+    # -- the auto-reload state machine (driven by billfold.payments.autoreload) --------------------
+
+    async def claim_reload(
+        self, conn: AsyncConnection, org_id: uuid.UUID, free_cents: int
+    ) -> tuple[int, int | None] | None:
+        """Claim the organization's single in-flight reload when the free balance is under the
+        minimum: one conditional UPDATE, so concurrent debits start at most one. Returns (amount,
+        monthly limit) when claimed."""
+        claimed = (
+            await conn.execute(
+                update(profiles)
+                .where(
+                    profiles.c.org_id == org_id,
+                    profiles.c.auto_reload_enabled.is_(True),
+                    profiles.c.reload_paused.is_(False),
+                    profiles.c.reload_in_flight.is_(False),
+                    profiles.c.auto_reload_minimum_cents > free_cents,
+                )
+                .values(reload_in_flight=True)
+                .returning(profiles.c.auto_reload_amount_cents, profiles.c.auto_reload_monthly_limit_cents)
+            )
+        ).first()
+        return None if claimed is None else (claimed[0], claimed[1])
+
+    async def reload_done(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        await self._set(conn, org_id, reload_in_flight=False)
+
+    async def reload_succeeded(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        await self._set(
+            conn,
+            org_id,
+            reload_in_flight=False,
+            reload_failures=0,
+            reload_action=None,
+            reload_rearm_cents=None,
+        )
+
+    async def reload_failed(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        *,
+        failures: int,
+        paused: bool,
+        action: dict[str, Any],
+        rearm_cents: int | None,
+    ) -> None:
+        await self._set(
+            conn,
+            org_id,
+            reload_in_flight=False,
+            reload_failures=failures,
+            reload_paused=paused,
+            reload_action=action,
+            reload_rearm_cents=rearm_cents,
+        )
+
+    async def _set(self, conn: AsyncConnection, org_id: uuid.UUID, **values: Any) -> None:
+        if values:
+            await conn.execute(update(profiles).where(profiles.c.org_id == org_id).values(**values))

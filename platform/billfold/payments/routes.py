@@ -1,21 +1,30 @@
-"""Billing-account routes of documents 000, 001, 002 and 004 over one payment service."""
+"""Billing-account and payment routes of documents 000, 001, 002, 003 and 004 over one set of services."""
 
 from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from litestar import Controller, Request, get, patch, post, put
-from litestar.di import NamedDependency, Provide
+import msgspec
+from litestar import Controller, Request, Response, get, patch, post, put
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from billfold.api.auth import Tenant, provide_state
-from billfold.api.writes import IDEMPOTENCY_HEADER
+from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.openapi import IDEMPOTENCY_KEY, responses
+from billfold.api.writes import idempotent, reply
+from billfold.config import CurrencyConfig
 from billfold.errors import NotFound, ValidationFailed
-from billfold.ledger.routes import TENANT_DEPENDENCIES, _minor_units
-from billfold.money import major_to_minor
-from billfold.payments.provider import InvalidWebhook, SetupIntent
+from billfold.ledger.routes import minor_units
+from billfold.ledger.service import LedgerService
+from billfold.money import major_token_to_minor
+from billfold.orgs.service import OrgService
+from billfold.payments.autoreload import AutoReloadService, BillingView
+from billfold.payments.methods import MethodRow, MethodService
+from billfold.payments.profiles import ProfileService
+from billfold.payments.provider import InvalidWebhook, PaymentProvider, SetupIntent
 from billfold.payments.schemas import (
     AUTO_RELOAD_NAMES,
     CAMEL_NAMES,
@@ -46,20 +55,60 @@ from billfold.payments.schemas import (
     to_billing_account,
     to_organization_billing,
 )
-from billfold.payments.service import TopUpResult
-from billfold.state import AppState
+from billfold.payments.topups import TopUpResult, TopUpService
+from billfold.payments.webhooks import WebhookService
+
+Currencies = Mapping[str, CurrencyConfig]
 
 
-async def _account(app_state: AppState, tenant: Tenant) -> BillingAccount:
-    async with app_state.engine.connect() as conn:
-        view = await app_state.payments.billing_view(conn, tenant.org_id)
-    return to_billing_account(view, _minor_units(app_state, view.account.currency))
+def _account(view: BillingView, currencies: Currencies) -> BillingAccount:
+    return to_billing_account(view, minor_units(currencies, view.account.currency))
 
 
-async def _patch_account(app_state: AppState, tenant: Tenant, data: BillingAccountPatch) -> BillingAccount:
-    async with app_state.engine.begin() as conn:
-        view = await app_state.payments.update_auto_reload(conn, tenant.org_id, data.change(), SNAKE_NAMES)
-    return to_billing_account(view, _minor_units(app_state, view.account.currency))
+def _encode_top_up(result: TopUpResult) -> bytes:
+    intent = result.intent
+    return msgspec.json.encode(
+        TopUpOut(
+            payment_intent_id=intent.id,
+            status=intent.status,
+            client_secret=intent.client_secret,
+            amount_cents=intent.amount_cents,
+            currency=intent.currency,
+            credited=result.credited,
+        )
+    )
+
+
+async def _top_up(
+    topups: TopUpService, request: Request[Any, Any, Any], org_id: uuid.UUID, data: TopUpIn
+) -> Response[TopUpOut]:
+    """Documents 000, 001 and 002 top up the same way (minor units)."""
+    return reply(
+        await topups.top_up(
+            org_id,
+            data.amount_cents,
+            payment_method_id=data.payment_method_id,
+            idempotent=await idempotent(request, org_id),
+            encode=_encode_top_up,
+        )
+    )
+
+
+def _setup_out(setup: SetupIntent) -> SetupIntentOut:
+    return SetupIntentOut(setup_intent_id=setup.id, client_secret=setup.client_secret, status=setup.status)
+
+
+def _method_out(method: MethodRow) -> PaymentMethodOut:
+    return PaymentMethodOut(
+        id=method.id,
+        type=method.type,
+        brand=method.brand,
+        last4=method.last4,
+        exp_month=method.exp_month,
+        exp_year=method.exp_year,
+        is_default=method.is_default,
+        status=method.status,
+    )
 
 
 class OrgBillingController(Controller):
@@ -67,260 +116,241 @@ class OrgBillingController(Controller):
 
     path = "/v1/orgs/{org_id:str}/billing"
     tags = ["billing"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @get("/", operation_id="GetOrgBillingAccount")
+    @get(
+        "/", operation_id="GetOrgBillingAccount", summary="The billing account", responses=responses(403, 404)
+    )
     async def get_account(
-        self, org_id: FromPath[str], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self,
+        org_id: FromPath[str],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+        currencies: NamedDependency[Currencies],
     ) -> BillingAccount:
-        tenant.require(org_id)
-        return await _account(app_state, tenant)
+        return _account(await autoreload.view(org.org_id), currencies)
 
-    @patch("/", operation_id="UpdateOrgBillingAccount")
+    @patch(
+        "/",
+        operation_id="UpdateOrgBillingAccount",
+        summary="Change the auto-reload settings",
+        responses=responses(403, 404, 422),
+    )
     async def patch_account(
         self,
         org_id: FromPath[str],
         data: JSONBody[BillingAccountPatch],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+        currencies: NamedDependency[Currencies],
     ) -> BillingAccount:
-        tenant.require(org_id)
-        return await _patch_account(app_state, tenant, data)
+        return _account(await autoreload.configure(org.org_id, data.change(), SNAKE_NAMES), currencies)
+
+    @post(
+        "/top-up",
+        operation_id="OrgTopUp",
+        summary="Charge the saved card and credit the balance",
+        responses=responses(402, 403, 404, 409, 502),
+    )
+    async def top_up(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        data: JSONBody[TopUpIn],
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[TopUpOut]:
+        return await _top_up(topups, request, org.org_id, data)
+
+    @post(
+        "/setup-intent",
+        operation_id="OrgSetupIntent",
+        summary="Start saving a card (Stripe.js confirms it)",
+        responses=responses(403, 404, 502),
+    )
+    async def setup_intent(
+        self, org_id: FromPath[str], org: NamedDependency[OrgScope], methods: NamedDependency[MethodService]
+    ) -> SetupIntentOut:
+        return _setup_out(await methods.create_setup_intent(org.org_id))
 
 
 class BillingController(Controller):
-    """Document 001 (/v1/billing) and 004's auto-reload."""
+    """Document 001 (/v1/billing) and 004's auto-reload and payments."""
 
     path = "/v1/billing"
     tags = ["billing"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @get("/", operation_id="GetBillingAccount")
+    @get("/", operation_id="GetBillingAccount", summary="The billing account", responses=responses(404))
     async def get_account(
-        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self,
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+        currencies: NamedDependency[Currencies],
     ) -> BillingAccount:
-        return await _account(app_state, tenant)
+        return _account(await autoreload.view(org.org_id), currencies)
 
-    @patch("/", operation_id="UpdateBillingAccount")
+    @patch(
+        "/",
+        operation_id="UpdateBillingAccount",
+        summary="Change the auto-reload settings",
+        responses=responses(404, 422),
+    )
     async def patch_account(
         self,
         data: JSONBody[BillingAccountPatch],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+        currencies: NamedDependency[Currencies],
     ) -> BillingAccount:
-        return await _patch_account(app_state, tenant, data)
+        return _account(await autoreload.configure(org.org_id, data.change(), SNAKE_NAMES), currencies)
 
-    @get("/auto-reload", operation_id="GetAutoReload")
+    @get(
+        "/auto-reload", operation_id="GetAutoReload", summary="Auto-reload settings", responses=responses(404)
+    )
     async def get_auto_reload(
-        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self, org: NamedDependency[OrgScope], autoreload: NamedDependency[AutoReloadService]
     ) -> AutoReload:
-        async with app_state.engine.connect() as conn:
-            return to_auto_reload(await app_state.payments.billing_view(conn, tenant.org_id))
+        return to_auto_reload(await autoreload.view(org.org_id))
 
-    @put("/auto-reload", operation_id="PutAutoReload")
+    @put(
+        "/auto-reload",
+        operation_id="PutAutoReload",
+        summary="Change auto-reload",
+        responses=responses(404, 422),
+    )
     async def put_auto_reload(
         self,
         data: JSONBody[AutoReloadPut],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
     ) -> AutoReload:
-        async with app_state.engine.begin() as conn:
-            view = await app_state.payments.update_auto_reload(
-                conn, tenant.org_id, data.change(), AUTO_RELOAD_NAMES
-            )
-        return to_auto_reload(view)
+        return to_auto_reload(await autoreload.configure(org.org_id, data.change(), AUTO_RELOAD_NAMES))
 
-
-class OrganizationBillingController(Controller):
-    """Document 002: /v1/organizations/{organizationId}/billing."""
-
-    path = "/v1/organizations/{organization_id:str}/billing"
-    tags = ["billing"]
-    dependencies = TENANT_DEPENDENCIES
-
-    @get("/", operation_id="GetOrganizationBilling")
-    async def get_billing(
-        self,
-        organization_id: FromPath[str],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> OrganizationBilling:
-        org_id = tenant.require(organization_id)
-        async with app_state.engine.connect() as conn:
-            return to_organization_billing(await app_state.payments.billing_view(conn, org_id))
-
-    @patch("/", operation_id="UpdateOrganizationBilling")
-    async def patch_billing(
-        self,
-        organization_id: FromPath[str],
-        data: JSONBody[OrganizationBillingPatch],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> OrganizationBilling:
-        org_id = tenant.require(organization_id)
-        async with app_state.engine.begin() as conn:
-            view = await app_state.payments.update_auto_reload(conn, org_id, data.change(), CAMEL_NAMES)
-        return to_organization_billing(view)
-
-
-# -- payments: top-ups, methods, checkout, webhooks ---------------------------------------------------
-
-
-def _top_up_out(result: TopUpResult) -> TopUpOut:
-    intent = result.intent
-    return TopUpOut(
-        payment_intent_id=intent.id,
-        status=intent.status,
-        client_secret=intent.client_secret,
-        amount_cents=intent.amount_cents,
-        currency=intent.currency,
-        credited=result.credited,
+    @post(
+        "/top-up",
+        operation_id="TopUp",
+        summary="Charge the saved card and credit the balance",
+        responses=responses(402, 404, 409, 502),
     )
-
-
-async def _top_up(
-    app_state: AppState, request: Request[Any, Any, Any], org_id: uuid.UUID, data: TopUpIn
-) -> TopUpOut:
-    result = await app_state.payments.top_up(
-        org_id,
-        data.amount_cents,
-        payment_method_id=data.payment_method_id,
-        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-    )
-    return _top_up_out(result)
-
-
-def _setup_out(setup: SetupIntent) -> SetupIntentOut:
-    return SetupIntentOut(setup_intent_id=setup.id, client_secret=setup.client_secret, status=setup.status)
-
-
-def _method_out(row: Any, default_id: str | None) -> PaymentMethodOut:
-    return PaymentMethodOut(
-        id=row.provider_method_id,
-        type=row.type,
-        brand=row.brand,
-        last4=row.last4,
-        exp_month=row.exp_month,
-        exp_year=row.exp_year,
-        is_default=row.provider_method_id == default_id,
-        status=row.status,
-    )
-
-
-class OrgPaymentsController(Controller):
-    """Document 000's payment routes."""
-
-    path = "/v1/orgs/{org_id:str}/billing"
-    tags = ["payments"]
-    dependencies = TENANT_DEPENDENCIES
-
-    @post("/top-up", operation_id="OrgTopUp")
-    async def top_up(
-        self,
-        request: Request[Any, Any, Any],
-        org_id: FromPath[str],
-        data: JSONBody[TopUpIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> TopUpOut:
-        return await _top_up(app_state, request, tenant.require(org_id), data)
-
-    @post("/setup-intent", operation_id="OrgSetupIntent")
-    async def setup_intent(
-        self, org_id: FromPath[str], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
-    ) -> SetupIntentOut:
-        return _setup_out(await app_state.payments.create_setup_intent(tenant.require(org_id)))
-
-
-class PaymentsController(Controller):
-    """Documents 001, 002 and 004 on /v1/billing."""
-
-    path = "/v1/billing"
-    tags = ["payments"]
-    dependencies = TENANT_DEPENDENCIES
-
-    @post("/top-up", operation_id="TopUp")
     async def top_up(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[TopUpIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> TopUpOut:
-        return await _top_up(app_state, request, tenant.org_id, data)
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[TopUpOut]:
+        return await _top_up(topups, request, org.org_id, data)
 
-    @post("/topup", operation_id="TopUpMajorUnits")
+    @post(
+        "/topup",
+        operation_id="TopUpMajorUnits",
+        summary="Top up in major units (document 004)",
+        responses=responses(402, 404, 409, 502),
+    )
     async def topup_major(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[MajorTopUpIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> TopUpOut:
-        async with app_state.engine.connect() as conn:
-            account = await app_state.ledger.account(conn, tenant.org_id)
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
+        ledger: NamedDependency[LedgerService],
+        currencies: NamedDependency[Currencies],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[TopUpOut]:
+        account = await ledger.account(org.org_id)
         currency = (data.currency or account.currency).lower()
-        if currency not in app_state.config.currencies:
+        if currency not in currencies:
             raise ValidationFailed("unknown currency", code="invalid_currency", field="currency")
-        amount_cents = major_to_minor(data.amount, _minor_units(app_state, currency), field="amount")
-        result = await app_state.payments.top_up(
-            tenant.org_id,
-            amount_cents,
-            payment_method_id=data.payment_method_id,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-            currency=currency,
-            amount_field="amount",
+        token = msgspec.json.decode(await request.body(), type=_AmountToken).amount
+        amount_cents = major_token_to_minor(bytes(token), minor_units(currencies, currency), field="amount")
+        return reply(
+            await topups.top_up(
+                org.org_id,
+                amount_cents,
+                payment_method_id=data.payment_method_id,
+                idempotent=await idempotent(request, org.org_id),
+                encode=_encode_top_up,
+                currency=currency,
+                amount_field="amount",
+            )
         )
-        return _top_up_out(result)
 
-    @post("/setup-intent", operation_id="SetupIntent")
+    @post(
+        "/setup-intent",
+        operation_id="SetupIntent",
+        summary="Start saving a card (Stripe.js confirms it)",
+        responses=responses(404, 502),
+    )
     async def setup_intent(
-        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self, org: NamedDependency[OrgScope], methods: NamedDependency[MethodService]
     ) -> SetupIntentOut:
-        return _setup_out(await app_state.payments.create_setup_intent(tenant.org_id))
+        return _setup_out(await methods.create_setup_intent(org.org_id))
 
-    @post("/default-payment-method", operation_id="SetDefaultPaymentMethod", status_code=200)
+    @post(
+        "/default-payment-method",
+        operation_id="SetDefaultPaymentMethod",
+        summary="Save a payment method as the default",
+        status_code=200,
+        responses=responses(402, 404, 502),
+    )
     async def default_payment_method(
         self,
         data: JSONBody[DefaultMethodIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        methods: NamedDependency[MethodService],
+        autoreload: NamedDependency[AutoReloadService],
+        currencies: NamedDependency[Currencies],
     ) -> BillingAccount:
-        await app_state.payments.add_payment_method(tenant.org_id, data.payment_method_id, make_default=True)
-        return await _account(app_state, tenant)
+        await methods.add(org.org_id, data.payment_method_id, make_default=True)
+        return _account(await autoreload.view(org.org_id), currencies)
 
-    @get("/payment-methods", operation_id="ListPaymentMethods")
+    @get(
+        "/payment-methods",
+        operation_id="ListPaymentMethods",
+        summary="Saved payment methods",
+        responses=responses(404),
+    )
     async def list_payment_methods(
-        self, tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self, org: NamedDependency[OrgScope], methods: NamedDependency[MethodService]
     ) -> PaymentMethodList:
-        rows, default_id = await app_state.payments.list_methods(tenant.org_id)
-        return PaymentMethodList(
-            data=[_method_out(r, default_id) for r in rows], default_payment_method_id=default_id
-        )
+        listed = await methods.list(org.org_id)
+        default = next((m.id for m in listed if m.is_default), None)
+        return PaymentMethodList(data=[_method_out(m) for m in listed], default_payment_method_id=default)
 
-    @post("/payment-methods", operation_id="AddPaymentMethod")
+    @post(
+        "/payment-methods",
+        operation_id="AddPaymentMethod",
+        summary="Save a payment method",
+        responses=responses(402, 404, 502),
+    )
     async def add_payment_method(
         self,
         data: JSONBody[PaymentMethodIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        methods: NamedDependency[MethodService],
     ) -> PaymentMethodOut:
-        method = await app_state.payments.add_payment_method(
-            tenant.org_id, data.payment_method_id, make_default=data.make_default
+        return _method_out(
+            await methods.add(org.org_id, data.payment_method_id, make_default=data.make_default)
         )
-        rows, default_id = await app_state.payments.list_methods(tenant.org_id)
-        row = next(r for r in rows if r.provider_method_id == method.id)
-        return _method_out(row, default_id)
 
-    @post("/checkout", operation_id="CreateCheckoutSession", status_code=200)
+    @post(
+        "/checkout",
+        operation_id="CreateCheckoutSession",
+        summary="A hosted checkout page",
+        status_code=200,
+        responses=responses(404, 502),
+    )
     async def checkout(
         self,
         data: JSONBody[CheckoutIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
     ) -> SessionOut:
-        session = await app_state.payments.checkout(
-            tenant.org_id,
+        session = await topups.checkout(
+            org.org_id,
             amount_cents=data.amount_cents,
             success_url=data.success_url,
             cancel_url=data.cancel_url,
@@ -328,48 +358,103 @@ class PaymentsController(Controller):
         )
         return SessionOut(session_id=session.id, url=session.url)
 
-    @post("/portal", operation_id="CreatePortalSession", status_code=200)
+    @post(
+        "/portal",
+        operation_id="CreatePortalSession",
+        summary="The provider's billing portal",
+        status_code=200,
+        responses=responses(404, 502),
+    )
     async def portal(
-        self, data: JSONBody[PortalIn], tenant: NamedDependency[Tenant], app_state: NamedDependency[AppState]
+        self, data: JSONBody[PortalIn], org: NamedDependency[OrgScope], topups: NamedDependency[TopUpService]
     ) -> SessionOut:
-        session = await app_state.payments.portal(tenant.org_id, data.return_url)
+        session = await topups.portal(org.org_id, data.return_url)
         return SessionOut(session_id=session.id, url=session.url)
 
 
+class _AmountToken(msgspec.Struct):
+    amount: msgspec.Raw = msgspec.Raw(b"")
+
+
+class OrganizationBillingController(Controller):
+    """Document 002: /v1/organizations/{organizationId}/billing."""
+
+    path = "/v1/organizations/{organization_id:str}/billing"
+    tags = ["billing"]
+    guards = [tenant_guard]
+
+    @get(
+        "/", operation_id="GetOrganizationBilling", summary="Billing settings", responses=responses(403, 404)
+    )
+    async def get_billing(
+        self,
+        organization_id: FromPath[str],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+    ) -> OrganizationBilling:
+        return to_organization_billing(await autoreload.view(org.org_id))
+
+    @patch(
+        "/",
+        operation_id="UpdateOrganizationBilling",
+        summary="Change billing settings",
+        responses=responses(403, 404, 422),
+    )
+    async def patch_billing(
+        self,
+        organization_id: FromPath[str],
+        data: JSONBody[OrganizationBillingPatch],
+        org: NamedDependency[OrgScope],
+        autoreload: NamedDependency[AutoReloadService],
+    ) -> OrganizationBilling:
+        return to_organization_billing(await autoreload.configure(org.org_id, data.change(), CAMEL_NAMES))
+
+
 class OrganizationPaymentsController(Controller):
-    """Document 002's routes keyed by organization."""
+    """Document 002's payment routes keyed by organization."""
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["payments"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @post("/top-up", operation_id="OrganizationTopUp")
+    @post(
+        "/top-up",
+        operation_id="OrganizationTopUp",
+        summary="Charge the saved card and credit the balance",
+        responses=responses(402, 403, 404, 409, 502),
+    )
     async def top_up(
         self,
         request: Request[Any, Any, Any],
         organization_id: FromPath[str],
         data: JSONBody[TopUpIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
-    ) -> TopUpOut:
-        return await _top_up(app_state, request, tenant.require(organization_id), data)
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> Response[TopUpOut]:
+        return await _top_up(topups, request, org.org_id, data)
 
-    @post("/dev/complete-local", operation_id="CompleteLocalPayment", status_code=200)
+    @post(
+        "/dev/complete-local",
+        operation_id="CompleteLocalPayment",
+        summary="Complete a pending local payment (development only)",
+        status_code=200,
+        responses=responses(403, 404),
+    )
     async def complete_local(
         self,
         organization_id: FromPath[str],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        topups: NamedDependency[TopUpService],
+        ledger: NamedDependency[LedgerService],
+        provider: NamedDependency[PaymentProvider],
+        production: NamedDependency[bool],
         data: JSONBody[CompleteLocalIn | None] = None,
     ) -> CompleteLocalOut:
-        if app_state.config.is_production or app_state.provider.name != "local":
+        if production or provider.name != "local":
             raise NotFound("not found", code="not_found")
-        org_id = tenant.require(organization_id)
-        intent = await app_state.payments.complete_local(
-            org_id, (data or CompleteLocalIn()).payment_intent_id
-        )
-        async with app_state.engine.connect() as conn:
-            account = await app_state.ledger.account(conn, org_id)
+        intent = await topups.complete_local(org.org_id, (data or CompleteLocalIn()).payment_intent_id)
+        account = await ledger.account(org.org_id)
         return CompleteLocalOut(
             payment_intent_id=intent.id,
             status=intent.status,
@@ -377,14 +462,19 @@ class OrganizationPaymentsController(Controller):
             balance_cents=account.free_cents,
         )
 
-    @get("/auto-recharge/requires-action", operation_id="AutoRechargeRequiresAction")
+    @get(
+        "/auto-recharge/requires-action",
+        operation_id="AutoRechargeRequiresAction",
+        summary="What a failed auto-reload needs from the tenant",
+        responses=responses(403, 404),
+    )
     async def requires_action(
         self,
         organization_id: FromPath[str],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        profiles: NamedDependency[ProfileService],
     ) -> RequiresActionOut:
-        profile = await app_state.payments.requires_action(tenant.require(organization_id))
+        profile = await profiles.get(org.org_id)
         return RequiresActionOut(
             requires_action=profile.reload_action is not None,
             paused=profile.reload_paused,
@@ -398,54 +488,59 @@ class CustomerBillingController(Controller):
 
     path = "/billing"
     tags = ["payments"]
-    dependencies = TENANT_DEPENDENCIES
+    guards = [tenant_guard]
 
-    @post("/", operation_id="GetOrCreateCustomer", status_code=200)
+    @post(
+        "/",
+        operation_id="GetOrCreateCustomer",
+        summary="The provider customer, and a checkout for plan steps",
+        status_code=200,
+        responses=responses(404, 502),
+    )
     async def billing(
         self,
         data: JSONBody[CustomerBillingIn],
-        tenant: NamedDependency[Tenant],
-        app_state: NamedDependency[AppState],
+        org: NamedDependency[OrgScope],
+        methods: NamedDependency[MethodService],
+        topups: NamedDependency[TopUpService],
+        orgs: NamedDependency[OrgService],
+        ledger: NamedDependency[LedgerService],
     ) -> CustomerBillingOut:
-        customer_id = await app_state.payments.ensure_customer(tenant.org_id)
+        customer_id = await methods.ensure_customer(org.org_id)
         price_ids = [p for p in (data.message_price_id, data.budget_price_id) if p]
         session = None
         if price_ids:
-            session = await app_state.payments.checkout(
-                tenant.org_id,
+            session = await topups.checkout(
+                org.org_id,
                 amount_cents=None,
                 success_url=data.success_url,
                 cancel_url=data.cancel_url,
                 price_ids=price_ids,
             )
-        async with app_state.engine.connect() as conn:
-            org = await app_state.orgs.get(conn, tenant.org_id)
-            account = await app_state.ledger.account(conn, tenant.org_id)
+        found = await orgs.get(org.org_id)
+        account = await ledger.account(org.org_id)
         created = (
-            org.created_at
-            if isinstance(org.created_at, datetime.datetime)
+            found.created_at
+            if isinstance(found.created_at, datetime.datetime)
             else datetime.datetime.now(datetime.UTC)
         )
-        updated = org.updated_at if isinstance(org.updated_at, datetime.datetime) else created
+        updated = found.updated_at if isinstance(found.updated_at, datetime.datetime) else created
         return CustomerBillingOut(
-            organization_id=str(org.id),
-            organization_type=org.organization_type,
-            creator=org.creator,
+            organization_id=str(found.id),
+            organization_type=found.organization_type,
+            creator=found.creator,
             messages_cap=0,
             cost_cap=0,
             created_at=created.isoformat(),
             updated_at=updated.isoformat(),
             anniversary_date=created.date().isoformat(),
             allow_overage=account.overage_limit_cents > 0,
-            name=org.name,
-            status=org.status,
+            name=found.name,
+            status=found.status,
             stripe_customer_id=customer_id,
             session_id=session.id if session else None,
             url=session.url if session else None,
         )
-
-
-_WEBHOOK_DEPENDENCIES = {"app_state": Provide(provide_state, sync_to_thread=False)}
 
 
 _WEBHOOK_OPERATION_IDS = {"/v1/stripe/webhook": "StripeWebhook", "/v1/webhooks/stripe": "WebhooksStripe"}
@@ -456,30 +551,41 @@ def _webhook_operation_id(_handler: Any, _method: Any, components: list[Any]) ->
     return _WEBHOOK_OPERATION_IDS["/" + "/".join(str(c) for c in components)]
 
 
+class WebhookReceived(msgspec.Struct):
+    received: bool
+    duplicate: bool
+    type: str
+
+
 @post(
     list(_WEBHOOK_OPERATION_IDS),
     operation_id=_webhook_operation_id,
+    summary="Provider webhooks (signature verified; each event applied once)",
     status_code=200,
     tags=["webhooks"],
-    dependencies=_WEBHOOK_DEPENDENCIES,
+    responses=responses(public=True),
 )
 async def provider_webhook(
-    request: Request[Any, Any, Any], app_state: NamedDependency[AppState]
-) -> dict[str, Any]:
+    request: Request[Any, Any, Any],
+    provider: NamedDependency[PaymentProvider],
+    webhooks: NamedDependency[WebhookService],
+    wake_worker: NamedDependency[Any],
+) -> WebhookReceived:
     """Provider webhooks: signature verified by the provider, each event applied once."""
     payload = await request.body()
     try:
-        event = app_state.provider.parse_webhook(payload, request.headers)
+        event = provider.parse_webhook(payload, request.headers)
     except InvalidWebhook as exc:
         raise ValidationFailed(exc.message, code="invalid_signature", field="Stripe-Signature") from None
-    fresh = await app_state.payments.handle_event(event)
-    app_state.worker.wake()
-    return {"received": True, "duplicate": not fresh, "type": event.type}
+    fresh = await webhooks.handle(event)
+    wake_worker()
+    return WebhookReceived(received=True, duplicate=not fresh, type=event.type)
 
 
 PAYMENT_ROUTES: list[Any] = [
-    OrgPaymentsController,
-    PaymentsController,
+    OrgBillingController,
+    BillingController,
+    OrganizationBillingController,
     OrganizationPaymentsController,
     CustomerBillingController,
     provider_webhook,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
+from typing import Annotated
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from billfold.fields import Amount, CurrencyCode, NonNegativeAmount, ProviderId, Url
 from billfold.money import format_minor
+from billfold.payments.autoreload import BillingView
 from billfold.payments.profiles import AutoReloadChange, FieldNames
-from billfold.payments.service import BillingView
 
 
 class BillingAccount(msgspec.Struct):
@@ -27,9 +30,9 @@ class BillingAccount(msgspec.Struct):
 
 class BillingAccountPatch(msgspec.Struct, forbid_unknown_fields=True):
     auto_reload_enabled: bool | UnsetType = UNSET
-    auto_reload_minimum_cents: int | UnsetType = UNSET
-    auto_reload_amount_cents: int | UnsetType = UNSET
-    auto_reload_monthly_limit_cents: int | UnsetType | None = UNSET
+    auto_reload_minimum_cents: NonNegativeAmount | UnsetType = UNSET
+    auto_reload_amount_cents: Amount | UnsetType = UNSET
+    auto_reload_monthly_limit_cents: NonNegativeAmount | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -62,9 +65,9 @@ class OrganizationBilling(msgspec.Struct, rename="camel"):
 
 class OrganizationBillingPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     auto_recharge_enabled: bool | UnsetType = UNSET
-    auto_recharge_threshold_cents: int | UnsetType = UNSET
-    auto_recharge_amount_cents: int | UnsetType = UNSET
-    auto_recharge_monthly_limit_cents: int | UnsetType | None = UNSET
+    auto_recharge_threshold_cents: NonNegativeAmount | UnsetType = UNSET
+    auto_recharge_amount_cents: Amount | UnsetType = UNSET
+    auto_recharge_monthly_limit_cents: NonNegativeAmount | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -98,9 +101,9 @@ class AutoReload(msgspec.Struct):
 
 class AutoReloadPut(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | UnsetType = UNSET
-    threshold_cents: int | UnsetType = UNSET
-    amount_cents: int | UnsetType = UNSET
-    monthly_limit_cents: int | UnsetType | None = UNSET
+    threshold_cents: NonNegativeAmount | UnsetType = UNSET
+    amount_cents: Amount | UnsetType = UNSET
+    monthly_limit_cents: NonNegativeAmount | UnsetType | None = UNSET
 
     def change(self) -> AutoReloadChange:
         return AutoReloadChange(
@@ -165,16 +168,25 @@ def to_auto_reload(view: BillingView) -> AutoReload:
 class TopUpIn(msgspec.Struct, forbid_unknown_fields=True):
     """Documents 000, 001 and 002: amount in minor units."""
 
-    amount_cents: int
-    payment_method_id: str | None = None
+    amount_cents: Amount
+    payment_method_id: ProviderId | None = None
+
+
+MajorAmount = Annotated[
+    Decimal,
+    msgspec.Meta(
+        description="Major units as a JSON number (10.5 = €10.50): no exponent, "
+        "at most the currency's decimals."
+    ),
+]
 
 
 class MajorTopUpIn(msgspec.Struct, forbid_unknown_fields=True):
     """Document 004: amount in major units (10 = €10.00), the currency, a stored method."""
 
-    amount: str | int | float
-    currency: str | None = None
-    payment_method_id: str | None = None
+    amount: MajorAmount
+    currency: CurrencyCode | None = None
+    payment_method_id: ProviderId | None = None
 
 
 class TopUpOut(msgspec.Struct):
@@ -193,11 +205,11 @@ class SetupIntentOut(msgspec.Struct):
 
 
 class DefaultMethodIn(msgspec.Struct, forbid_unknown_fields=True):
-    payment_method_id: str
+    payment_method_id: ProviderId
 
 
 class PaymentMethodIn(msgspec.Struct, forbid_unknown_fields=True):
-    payment_method_id: str
+    payment_method_id: ProviderId
     make_default: bool = False
 
 
@@ -218,14 +230,14 @@ class PaymentMethodList(msgspec.Struct):
 
 
 class CheckoutIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    success_url: str
-    cancel_url: str
-    amount_cents: int | None = None
-    price_ids: list[str] = []
+    success_url: Url
+    cancel_url: Url
+    amount_cents: Amount | None = None
+    price_ids: Annotated[list[ProviderId], msgspec.Meta(max_length=20)] = []
 
 
 class PortalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    return_url: str
+    return_url: Url
 
 
 class SessionOut(msgspec.Struct, rename="camel"):
@@ -234,7 +246,7 @@ class SessionOut(msgspec.Struct, rename="camel"):
 
 
 class CompleteLocalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    payment_intent_id: str | None = None
+    payment_intent_id: ProviderId | None = None
 
 
 class CompleteLocalOut(msgspec.Struct, rename="camel"):
@@ -254,10 +266,10 @@ class RequiresActionOut(msgspec.Struct, rename="camel"):
 class CustomerBillingIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """Document 003: POST /billing."""
 
-    success_url: str
-    cancel_url: str
-    message_price_id: str | None = None
-    budget_price_id: str | None = None
+    success_url: Url
+    cancel_url: Url
+    message_price_id: ProviderId | None = None
+    budget_price_id: ProviderId | None = None
 
 
 class CustomerBillingOut(msgspec.Struct, rename="camel", omit_defaults=True):

@@ -26,6 +26,17 @@ class StripeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_network_retries: int = 0
     timeout_seconds: float = 20
 
+    def __repr__(self) -> str:
+        # Printed by logs and tracebacks: never the keys themselves.
+        def hidden(value: str) -> str:
+            return f"{value[:8]}…(redacted)" if value else "''"
+
+        return (
+            f"StripeConfig(enabled={self.enabled}, secret_key={hidden(self.secret_key)}, "
+            f"webhook_secret={hidden(self.webhook_secret)}, publishable_key={self.publishable_key!r}, "
+            f"api_base={self.api_base!r})"
+        )
+
     def __post_init__(self) -> None:
         if self.max_network_retries < 0:
             raise ValueError("max_network_retries must be 0 or more")

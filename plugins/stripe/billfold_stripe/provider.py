@@ -23,13 +23,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import stripe
 
-from billfold.payments.provider import (
+from billfold import (
     CardDeclined,
     Intent,
     InvalidWebhook,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("billfold.stripe")
 
 PROVIDER = "stripe"
+SIGNATURE_TOLERANCE_SECONDS = 300
 AUTHENTICATION_REQUIRED = "authentication_required"
 CHECKOUT_PRODUCT_NAME = "Account credit"
 METHOD_TYPES = ("card", "sepa_debit")
@@ -320,8 +322,11 @@ class StripeProvider:
         signature = _header(headers, "stripe-signature")
         if not signature:
             raise InvalidWebhook("missing Stripe-Signature header", code="invalid_webhook", provider=PROVIDER)
+        _check_not_from_the_future(signature)
         try:
-            event = stripe.Webhook.construct_event(payload, signature, self.config.webhook_secret)
+            event = stripe.Webhook.construct_event(
+                payload, signature, self.config.webhook_secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
+            )
         except stripe.SignatureVerificationError as exc:
             raise InvalidWebhook(
                 f"Stripe signature does not verify: {exc.user_message}",
@@ -336,6 +341,25 @@ class StripeProvider:
 
     async def close(self) -> None:
         await self._http_client.close_async()
+
+
+def _check_not_from_the_future(signature: str) -> None:
+    """The SDK refuses signatures older than the tolerance but not ones dated ahead: a captured
+    request signed for tomorrow would replay until then. Refuse timestamps more than the
+    tolerance ahead of our (real) clock too."""
+    stamps = [part[2:] for part in signature.split(",") if part.strip().startswith("t=")]
+    try:
+        stamp = int(stamps[0].strip()) if stamps else None
+    except ValueError:
+        stamp = None
+    if stamp is None:
+        raise InvalidWebhook("Stripe-Signature has no timestamp", code="invalid_webhook", provider=PROVIDER)
+    if stamp > time.time() + SIGNATURE_TOLERANCE_SECONDS:
+        raise InvalidWebhook(
+            "Stripe-Signature is dated in the future (more than 300 s ahead)",
+            code="invalid_webhook",
+            provider=PROVIDER,
+        )
 
 
 def _is_stripe(api_base: str | None) -> bool:

@@ -1,0 +1,103 @@
+"""System routes: health, the installed plugins, and the business clock (development only)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any
+
+import msgspec
+import pluggy
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from billfold import __version__
+from billfold.api.auth import operator_guard
+from billfold.api.openapi import responses
+from billfold.clock import BusinessClock, now, offset
+from billfold.db import Database
+from billfold.errors import NotFound
+from billfold.plugins import PluginSections, describe_plugins
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+
+
+class PluginOut(msgspec.Struct):
+    name: str
+    version: str | None
+    distribution: str | None
+    default: bool
+    enabled: bool
+    section: str | None
+    hooks: list[str]
+
+
+class ClockAdvance(msgspec.Struct, forbid_unknown_fields=True):
+    """Move the business clock forward by ``seconds``."""
+
+    seconds: Annotated[int, msgspec.Meta(ge=0, le=100 * 365 * 24 * 3600)]
+
+
+class ClockOut(msgspec.Struct):
+    now: datetime.datetime
+    offset_seconds: float
+
+
+@get(
+    "/health",
+    operation_id="Health",
+    summary="Liveness and database reachability",
+    tags=["system"],
+    security=[{}],
+)
+async def health(db: NamedDependency[Database]) -> Health:
+    await db.ping()
+    return Health(status="ok", version=__version__)
+
+
+@get(
+    "/v1/admin/plugins",
+    operation_id="AdminListPlugins",
+    summary="Installed plugins, enabled or not, and their hooks",
+    tags=["operator"],
+    guards=[operator_guard],
+    responses=responses(),
+)
+async def list_plugins(
+    pm: NamedDependency[pluggy.PluginManager], sections: NamedDependency[PluginSections]
+) -> list[PluginOut]:
+    return [msgspec.convert(p, PluginOut) for p in describe_plugins(pm, sections)]
+
+
+@post(
+    "/v1/admin/clock",
+    operation_id="AdminAdvanceClock",
+    summary="Advance the business clock (development only; 404 in production)",
+    tags=["operator"],
+    guards=[operator_guard],
+    status_code=200,
+    responses=responses(404),
+)
+async def advance_clock(data: JSONBody[ClockAdvance], clock: NamedDependency[BusinessClock]) -> ClockOut:
+    if clock.production:
+        raise NotFound("not found", code="not_found")
+    await clock.advance(datetime.timedelta(seconds=data.seconds))
+    return ClockOut(now=now(), offset_seconds=offset().total_seconds())
+
+
+@get(
+    "/v1/admin/clock",
+    operation_id="AdminGetClock",
+    summary="The business clock",
+    tags=["operator"],
+    guards=[operator_guard],
+    responses=responses(),
+)
+async def get_clock(clock: NamedDependency[BusinessClock]) -> ClockOut:
+    return ClockOut(now=now(), offset_seconds=offset().total_seconds())
+
+
+SYSTEM_ROUTES: list[Any] = [health, list_plugins, advance_clock, get_clock]

@@ -1,0 +1,96 @@
+"""What the command line shares with plugin commands: a Billfold built on first use, and a runner.
+
+Building a Billfold validates the config; on SQLite it also applies missing migrations (a fresh
+database file just works), on PostgreSQL missing migrations are refused in one line that names
+``billfold db upgrade``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from billfold.config import ConfigError
+from billfold.errors import BillfoldError
+
+if TYPE_CHECKING:
+    from billfold.api.app import Billfold
+    from billfold.db.migrate import Source
+
+T = TypeVar("T")
+
+_built: Billfold | None = None
+
+
+def billfold() -> Billfold:
+    """The Billfold of this command (built and checked on first use)."""
+    global _built
+    if _built is None:
+        from billfold.api.app import build
+
+        try:
+            _built = build()
+        except ConfigError as exc:
+            raise click.ClickException(f"invalid configuration: {exc}") from None
+    return _built
+
+
+def migration_sources(app: Billfold) -> list[Source]:
+    """The enabled plugins' migration scripts."""
+    from billfold.db.migrate import Source
+
+    sources = []
+    for answer in app.hooks.call_sync("billfold_migrations"):
+        if answer is not None:
+            sources.append(Source(name=answer.name, script_location=answer.script_location))
+    return sources
+
+
+async def ensure_migrated(app: Billfold) -> None:
+    """SQLite: apply what is missing. PostgreSQL: refuse in one line when something is missing."""
+    from billfold.db.migrate import missing, upgrade_async
+
+    sources = migration_sources(app)
+    behind = await missing(app.engine, sources)
+    if not behind:
+        return
+    if app.db.dialect == "sqlite":
+        await upgrade_async(app.config.database.url, sources=sources)
+        return
+    raise click.ClickException(
+        f"the database is not migrated ({', '.join(behind)} behind its scripts): "
+        "run `billfold db upgrade` first"
+    )
+
+
+class LazyState:
+    """The ``state`` a plugin's commands receive: the running Billfold's, built on first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(billfold().hook_state, name)
+
+    def __repr__(self) -> str:
+        return "<billfold state (built on first use)>"
+
+
+def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine: migrations checked first, the engine closed after, a Billfold
+    error printed as one line (``code: message``) with exit status 1."""
+
+    async def main() -> T:
+        try:
+            await ensure_migrated(billfold())
+            return await coroutine
+        finally:
+            if _built is not None:
+                await _built.engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except BillfoldError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        coroutine.close()
