@@ -1,4 +1,4 @@
-"""The floor for the charge benchmark: a bare Litestar debit on raw asyncpg.
+"""The floor for the charge benchmark: a bare Litestar debit (and balance read) on raw asyncpg.
 
 Same tables and the same ledger semantics as Billfold's charge (one conditional UPDATE of the
 account row plus one INSERT of the entry, in one transaction; 402 when the balance is short), but
@@ -149,4 +149,27 @@ async def create_charge(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-app = Litestar(route_handlers=[health, create_charge], lifespan=[lifespan], debug=False)
+BALANCE = "SELECT free_cents, reserved_cents, currency FROM ledger_accounts WHERE org_id = $1"
+
+
+@get("/v1/billing/balance")
+async def get_balance(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The floor of GET /v1/billing/balance: the same key check, one SELECT of the account row."""
+    header = request.headers.get("authorization", "")
+    org_id = None
+    if header[:7].lower() == "bearer ":
+        org_id = _keys.get(hashlib.sha256(header[7:].encode()).hexdigest())
+    if org_id is None:
+        return _error(401, "invalid_api_key")
+    assert _pool is not None
+    async with _pool.acquire() as conn:
+        row = await conn.fetchrow(BALANCE, org_id)
+    if row is None:
+        return _error(404, "account_not_found")
+    return Response(
+        content=_encode({"free": row[0], "reserved": row[1], "total": row[0] + row[1], "currency": row[2]}),
+        media_type=MediaType.JSON,
+    )
+
+
+app = Litestar(route_handlers=[health, create_charge, get_balance], lifespan=[lifespan], debug=False)

@@ -57,7 +57,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 CHARGE_BODY = json.dumps({"amount_cents": 1, "description": "bench"}, separators=(",", ":"))
 FUNDING_CENTS = 100_000_000
-TARGETS = {"spread": 0.6, "hot": 0.8}
+TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8}
 MINIMAL_WRITES = {
     "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
     "statement": "one self-committing UPDATE+INSERT statement",
@@ -571,6 +571,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{b['p99_ms_large']:.2f} ms with {b['large_entries']:,}: {100 * (b['ratio'] - 1):+.0f} % "
             f"(target within ±{100 * BALANCE_FLATNESS:.0f} %: {'PASS' if b['pass'] else 'MISS'})"
         )
+        if "read_cheaper" in b:
+            print(
+                f"server CPU per request: GET balance {b['cpu_ms_per_read']:.3f} ms, charge "
+                f"{b['cpu_ms_per_charge']:.3f} ms (target: the read costs less: "
+                f"{'PASS' if b['read_cheaper'] else 'MISS'})"
+            )
     kc = report.get("key_cache") or {}
     if kc.get("billfold_spread_requests"):
         print(
@@ -668,6 +674,7 @@ def build_report(
     for scenario, target in [
         (f"charges_{args.orgs}_orgs", TARGETS["spread"]),
         ("charges_hot_org", TARGETS["hot"]),
+        (f"balance_{args.small_entries}_entries", TARGETS["balance"]),
     ]:
         b, m = by_key.get((scenario, "billfold")), by_key.get((scenario, "minimal"))
         if b and m and m["rps"]:
@@ -693,6 +700,11 @@ def build_report(
             "ratio": round(ratio, 3),
             "pass": abs(ratio - 1) <= BALANCE_FLATNESS,
         }
+        charge = by_key.get((f"charges_{args.orgs}_orgs", "billfold"))
+        if charge:
+            balance["cpu_ms_per_read"] = small["server_cpu_ms_per_req"]
+            balance["cpu_ms_per_charge"] = charge["server_cpu_ms_per_req"]
+            balance["read_cheaper"] = small["server_cpu_ms_per_req"] < charge["server_cpu_ms_per_req"]
     return {
         "config": config,
         "summary": summary,
@@ -841,14 +853,17 @@ def main() -> int:
         if args.only in ("all", "balance"):
             small_keys = keys_file("balance-small", ["bench-balance-small"])
             large_keys = keys_file("balance-large", ["bench-balance-large"])
+            minimal.start()
             for rnd in range(1, args.rounds + 1):
-                for scenario, keys in [
-                    (f"balance_{args.small_entries}_entries", small_keys),
-                    (f"balance_{args.large_entries}_entries", large_keys),
+                for scenario, server, keys in [
+                    (f"balance_{args.small_entries}_entries", billfold, small_keys),
+                    (f"balance_{args.small_entries}_entries", minimal, small_keys),
+                    (f"balance_{args.large_entries}_entries", billfold, large_keys),
                 ]:
                     phases.append(
-                        bench.measure(scenario, billfold, Load(keys, "GET", "/v1/billing/balance"), rnd)
+                        bench.measure(scenario, server, Load(keys, "GET", "/v1/billing/balance"), rnd)
                     )
+            minimal.stop()
         billfold.stop()
         time.sleep(1.0)
         spread_requests = sum(

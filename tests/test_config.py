@@ -36,7 +36,7 @@ def test_the_shipped_config_loads():
     assert config.currencies["usd"].minimum_top_up == 500
     assert config.currencies["eur"].symbol == "€"
     assert str(config.channels["sms"].price) == "0.79"
-    assert config.alerts.thresholds_cents == (1000, 500, 0)
+    assert not hasattr(config, "alerts")  # balance alerts are the alerts plugin's section
     assert config.auto_reload.monthly_limit_cents is None
     assert config.server.port == 8000
     assert config.worker.in_process is True
@@ -82,13 +82,6 @@ def test_wrong_type_names_the_path_and_line():
     assert "Expected `int`" in error.message
 
 
-def test_wrong_type_in_a_list_names_the_index():
-    text = BASE_CONFIG.replace("[1000, 500, 0]", "[1000, lots, 0]")
-    error = refused(text)
-    assert error.key_path == "alerts.thresholds_cents[1]"
-    assert error.line == line_of(text, "thresholds_cents")
-
-
 def test_invalid_choice():
     text = BASE_CONFIG.replace("  unit: second ", "  unit: fortnight ")
     assert text.count("fortnight") == 1
@@ -118,15 +111,16 @@ def test_a_rule_broken_inside_a_section():
     assert "maximum_top_up" in error.message
 
 
-def test_negative_price_and_bad_tier():
+def test_negative_price_and_plugin_settings_in_the_core_schema():
     error = refused(BASE_CONFIG.replace("    price: 0.79", "    price: -1"))
     assert error.key_path == "channels.sms"
-    text = BASE_CONFIG.replace(
-        "    price: 0.79", "    price: 0.79\n    tiers:\n      - from_units: 1000\n        price: cheap"
-    )
+    # tiers and alert levels belong to their plugins' sections (plugins.tiers, plugins.alerts)
+    text = BASE_CONFIG.replace("    price: 0.79", "    price: 0.79\n    tiers:\n      - from_units: 1000")
     error = refused(text)
-    assert error.key_path == "channels.sms.tiers[0].price"
-    assert error.line == line_of(text, "price: cheap")
+    assert error.key_path == "channels.sms.tiers"
+    assert error.line == line_of(text, "tiers:")
+    error = refused(BASE_CONFIG + "\nalerts:\n  thresholds_cents: [1000]\n")
+    assert error.key_path == "alerts"
 
 
 def test_default_currency_must_be_declared():

@@ -29,6 +29,7 @@ class TestPluginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     x: int = 1
     greeting: str = "hello"
     cap_cents: int | None = None
+    levels: tuple[int, ...] = ()
 
 
 class ThrowawayPlugin:
@@ -177,8 +178,9 @@ async def test_absent_section_gets_the_schema_defaults(make_state):
         ({"x": "notanint"}, "plugins.testplugin.x", "x: notanint"),
         ({"x": 1, "colour": "red"}, "plugins.testplugin.colour", "colour: red"),
         ({"cap_cents": [1, 2]}, "plugins.testplugin.cap_cents", "cap_cents:"),
+        ({"levels": [1000, "lots", 0]}, "plugins.testplugin.levels[1]", "- lots"),
     ],
-    ids=["wrong-type", "unknown-key", "list-for-int"],
+    ids=["wrong-type", "unknown-key", "list-for-int", "wrong-type-in-a-list"],
 )
 def test_invalid_section_is_refused_at_its_key(make_state, database_url, section, path, fragment):
     with pytest.raises(ConfigError) as caught:

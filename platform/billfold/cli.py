@@ -103,7 +103,6 @@ def worker(once: bool) -> None:
     app = billfold()
 
     async def go() -> None:
-        await app.clock.start()
         await app.worker.load_handlers()
         if once:
             await app.worker.drain()
@@ -317,8 +316,7 @@ def clock_show() -> None:
     """Print the business time."""
     from billfold.clock import now
 
-    app = billfold()
-    run_command(app.clock.start())
+    run_command(billfold().clock.load())
     click.echo(now().isoformat())
 
 

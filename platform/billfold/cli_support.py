@@ -77,12 +77,14 @@ class LazyState:
 
 
 def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine: migrations checked first, the engine closed after, a Billfold
-    error printed as one line (``code: message``) with exit status 1."""
+    """Run a command's coroutine: migrations checked and the business clock loaded first, the engine
+    closed after, a Billfold error printed as one line (``code: message``) with exit status 1."""
 
     async def main() -> T:
         try:
-            await ensure_migrated(billfold())
+            app = billfold()
+            await ensure_migrated(app)
+            await app.clock.start()  # business time: BILLFOLD_NOW, or the offset the server stored
             return await coroutine
         finally:
             if _built is not None:

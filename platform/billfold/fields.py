@@ -36,7 +36,7 @@ Reference = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO
 ProviderId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 PhoneNumber = Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)]
 CurrencyCode = Annotated[str, msgspec.Meta(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")]
-Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s\x00]+$")]
+Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$(?!\n)")]
 Metadata = Annotated[
     dict[Annotated[str, msgspec.Meta(max_length=100)], Any],
     msgspec.Meta(max_length=50, description="Up to 50 keys (a request body nests at most 32 levels)."),

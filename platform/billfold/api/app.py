@@ -32,6 +32,13 @@ from billfold import __version__
 from billfold.api.auth import KEYS_STATE_KEY, OPERATOR_STATE_KEY, OperatorAuth, provide_org_scope
 from billfold.api.dependencies import resolve_in_sequence
 from billfold.api.errors import exception_handlers
+from billfold.api.openapi import (
+    PYTHON_SPACE,
+    BodySchemaPlugin,
+    Refinements,
+    StructSchemaPlugin,
+    fix_auto_options_allow,
+)
 from billfold.api.ratelimit import (
     MemoryWindowCounters,
     RedisWindowCounters,
@@ -69,7 +76,7 @@ from billfold.plugins import (
 
 logger = logging.getLogger("billfold")
 
-CORE_PLUGINS = ("billfold.payments.profiles", "billfold.payments.autoreload")
+CORE_PLUGINS = ("billfold.orgs.service", "billfold.payments.profiles", "billfold.payments.autoreload")
 """The core's services that implement hooks, registered on the plugin manager like plugins."""
 
 
@@ -115,7 +122,7 @@ class Billfold:
         )
         self.revocations = RevocationListener(self.engine, self.key_cache)
         self.profiles = ProfileService(self.db, config.auto_reload)
-        self.credits = CreditService(self.db, self.ledger, self.orgs)
+        self.credits = CreditService(self.db, self.ledger)
         self.methods = MethodService(self.db, self.profiles, self.orgs, self.provider_now)
         self.autoreload = AutoReloadService(
             self.db,
@@ -150,7 +157,7 @@ class Billfold:
             provider=self.provider_now,
             wake=self.worker.wake,
         )
-        for name, service in zip(CORE_PLUGINS, (self.profiles, self.autoreload), strict=True):
+        for name, service in zip(CORE_PLUGINS, (self.orgs, self.profiles, self.autoreload), strict=True):
             if self.pm.get_plugin(name) is None:
                 self.pm.register(service, name=name)
         self._clock_refresher: asyncio.Task[None] | None = None
@@ -237,6 +244,74 @@ class Billfold:
         await self.engine.dispose()
 
 
+NON_BLANK = f"[^{PYTHON_SPACE}]"
+"""Some character that is not white space (Python's, as ``str.strip`` sees it; the same class in
+ECMA-262 and Python regular expressions)."""
+
+
+def _any_case(code: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in code)
+
+
+def body_refinements(config: BillfoldConfig) -> Refinements:
+    """What the services check in request bodies beyond the types, for the OpenAPI document: the
+    configured top-up bounds and currencies (the widest over the currencies: a currency's own
+    bounds are in the description), the hold lifetime, a non-blank name, a non-zero adjustment,
+    and the two amounts that must come with enabling auto-reload."""
+    from billfold.ledger.schemas import HoldIn
+    from billfold.orgs.schemas import AdjustmentIn, OrganizationCreate
+    from billfold.payments.schemas import (
+        AutoReloadPut,
+        BillingAccountPatch,
+        CheckoutIn,
+        MajorTopUpIn,
+        OrganizationBillingPatch,
+        TopUpIn,
+    )
+
+    currencies = config.currencies
+    per_currency = "; ".join(
+        f"{code}: {c.minimum_top_up} to {c.maximum_top_up}" for code, c in sorted(currencies.items())
+    )
+    top_up = {
+        "minimum": min(c.minimum_top_up for c in currencies.values()),
+        "maximum": max(c.maximum_top_up for c in currencies.values()),
+        "description": f"Minor units, within the organization's currency's top-up bounds ({per_currency}).",
+    }
+    decimals = max(c.minor_units for c in currencies.values())
+    major = {
+        "type": "number",
+        "format": None,
+        "minimum": min(c.minimum_top_up / 10**c.minor_units for c in currencies.values()),
+        "maximum": max(c.maximum_top_up / 10**c.minor_units for c in currencies.values()),
+        "multipleOf": 10**-decimals if decimals else 1,
+    }
+    currency = {"pattern": "^(?:" + "|".join(_any_case(code) for code in sorted(currencies)) + ")$"}
+    non_blank = {"allOf": [{"pattern": NON_BLANK}]}
+
+    def together(enabled: str, *fields: str) -> dict[str, Any]:
+        return {
+            "if": {"properties": {enabled: {"const": True}}, "required": [enabled]},
+            "then": {"required": list(fields)},
+        }
+
+    return {
+        TopUpIn: {"amount_cents": top_up},
+        CheckoutIn: {"amountCents": top_up},
+        MajorTopUpIn: {"amount": major, "currency": currency},
+        OrganizationCreate: {"name": non_blank, "currency": currency},
+        HoldIn: {"expires_in_seconds": {"maximum": config.holds.max_expires_in_seconds}},
+        AdjustmentIn: {"amount_cents": {"not": {"const": 0}}},
+        BillingAccountPatch: {
+            "": together("auto_reload_enabled", "auto_reload_minimum_cents", "auto_reload_amount_cents")
+        },
+        AutoReloadPut: {"": together("enabled", "threshold_cents", "amount_cents")},
+        OrganizationBillingPatch: {
+            "": together("autoRechargeEnabled", "autoRechargeThresholdCents", "autoRechargeAmountCents")
+        },
+    }
+
+
 def _rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
     """Limit per credential when one is sent, else per client address."""
     header = request.headers.get("authorization")
@@ -290,8 +365,9 @@ class BillfoldPlugin(InitPluginProtocol):
         app_config.exception_handlers.update(exception_handlers)
 
     def _configure_requests(self, app_config: AppConfig) -> None:
+        # The body size limit is given to Litestar() in create_app: Litestar reads it from its
+        # constructor argument, not from the config an on_app_init hook returns.
         app_config.request_class = BillfoldRequest
-        app_config.request_max_body_size = MAX_BODY_BYTES
 
     def _configure_rate_limits(self, app_config: AppConfig) -> None:
         limits = self.billfold.config.rate_limits
@@ -315,11 +391,19 @@ class BillfoldPlugin(InitPluginProtocol):
         )
 
     def _configure_openapi(self, app_config: AppConfig) -> None:
+        # Request bodies as the decoder reads them, and the rules the services add. Replaced in
+        # place: the plugin list is being iterated while plugins configure the app.
+        for index, plugin in enumerate(app_config.plugins):
+            if type(plugin) is StructSchemaPlugin:
+                app_config.plugins[index] = BodySchemaPlugin(body_refinements(self.billfold.config))
         app_config.openapi_config = OpenAPIConfig(
             title="Billfold",
             version=__version__,
             description="Prepaid billing: balances, usage, top-ups. Authenticate with "
-            "`Authorization: Bearer <key>` (a tenant's API key, or an operator key on /v1/admin).",
+            "`Authorization: Bearer <key>` (a tenant's API key, or an operator key on /v1/admin). "
+            "Bodies are JSON (`Content-Type: application/json`, at most 1 MiB, nested at most 32 "
+            "levels, no NUL character in any string); an integer is written as a JSON integer "
+            "(`1000`, not `1000.0` or `1e3`); every error is the `ErrorEnvelope`.",
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(
@@ -345,8 +429,9 @@ class BillfoldPlugin(InitPluginProtocol):
 
 
 def create_app(billfold: Billfold) -> Litestar:
-    app = Litestar(plugins=[BillfoldPlugin(billfold)], debug=False)
+    app = Litestar(plugins=[BillfoldPlugin(billfold)], request_max_body_size=MAX_BODY_BYTES, debug=False)
     resolve_in_sequence(app)
+    fix_auto_options_allow(app)
     return app
 
 

@@ -110,8 +110,9 @@ async def provide_org_scope(request: Request[Any, Any, Any]) -> OrgScope:
     return await _scope(request)
 
 
-def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Operator routes: the key must be an operator key."""
+async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Operator routes: the key must be an operator key. (Async, so Litestar does not run it in a
+    thread: it does no I/O.)"""
     auth: OperatorAuth = connection.app.state[OPERATOR_STATE_KEY]
     token = bearer_token(connection)
     if not auth.enabled:

@@ -107,8 +107,12 @@ def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Resp
     )
 
 
-_PARAMETER_ERRORS = {"idempotency_key": ("invalid_idempotency_key", "Idempotency-Key")}
-"""Request parameters whose refusal has its own code, and the name the caller knows them by."""
+_PARAMETER_ERRORS = {
+    "idempotency_key": ("invalid_idempotency_key", "Idempotency-Key"),
+    "from_": ("validation_error", "from"),
+}
+"""Request parameters whose refusal has its own code, or whose Python name is not the name the
+caller knows them by."""
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:

@@ -1,18 +1,34 @@
-"""What the OpenAPI document says about errors, authentication and idempotency keys.
+"""What the OpenAPI document says: errors, authentication, idempotency keys and request bodies.
 
 Every error status a route can answer is documented with the real envelope (``ErrorEnvelope``);
-``responses(...)`` adds a route's own statuses to the ones every authenticated route has.
+``responses(...)`` adds a route's own statuses to the ones every authenticated route has. Request
+bodies are documented from the schema msgspec derives from the very types the decoder enforces
+(:class:`BodySchemaPlugin`), plus what the services check beyond the types (:data:`Refinements`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter
+from litestar import Litestar
 
+# Litestar's schema plugin for msgspec Structs (a private module; test_openapi checks the document).
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Operation, Reference, RequestBody, Schema
+from litestar.params import HeaderParameter
+from litestar.routes import HTTPRoute
+from litestar.typing import FieldDefinition
+
+from billfold.fields import NO_NUL
 from billfold.ledger.idempotency import MAX_KEY_LENGTH
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 
 class ErrorDetail(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -50,17 +66,31 @@ _DESCRIPTIONS = {
 }
 
 ALWAYS = (400, 401, 429)
+"""What every authenticated route can answer: a bad parameter, a bad key, the rate limit."""
+BODY = (413, 415)
+"""What every route that reads a JSON body can answer besides: too large, not JSON."""
 
 
-def responses(*codes: int, public: bool = False) -> dict[int, ResponseSpec]:
-    """ResponseSpecs of the error envelope for ``codes`` plus the ones every route can answer."""
-    wanted = sorted(set(codes) | ({400, 429} if public else set(ALWAYS)))
+def responses(*codes: int, public: bool = False, body: bool = False) -> dict[int, ResponseSpec]:
+    """ResponseSpecs of the error envelope for ``codes`` plus the ones every route can answer
+    (``public``: no key is asked for, so no 401; ``body``: the route reads a JSON body)."""
+    wanted = set(codes) | ({400, 429} if public else set(ALWAYS)) | (set(BODY) if body else set())
     return {
         code: ResponseSpec(
             data_container=ErrorEnvelope, description=_DESCRIPTIONS[code], generate_examples=False
         )
-        for code in wanted
+        for code in sorted(wanted)
     }
+
+
+@dataclasses.dataclass
+class OptionalBody(Operation):
+    """The operation of a route whose JSON body may be left out (its ``data`` has a default);
+    Litestar documents every body as required. (``operation_class=OptionalBody`` on the route.)"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
 
 
 IDEMPOTENCY_KEY = Annotated[
@@ -74,3 +104,216 @@ IDEMPOTENCY_KEY = Annotated[
         "(`Idempotent-Replayed: true`); the same key with another request is 409.",
     ),
 ]
+
+
+def fix_auto_options_allow(app: Litestar) -> None:
+    """``OPTIONS`` answers every method of its path in ``Allow``.
+
+    Litestar 2.x (litestar-org/litestar#4169) builds the automatic OPTIONS handler of a path from
+    the first handler registered on it; when another handler (another controller, say ``PATCH``
+    next to ``GET``) joins the path, the route is rebuilt but its OPTIONS handler still lists the
+    first handler's methods only. Point each automatic handler at the route it finally serves."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = getattr(handler.fn, "__func__", handler.fn)
+            closure = getattr(fn, "__closure__", None)
+            if fn.__name__ != "options_handler" or not closure or "self" not in fn.__code__.co_freevars:
+                continue
+            cell = closure[fn.__code__.co_freevars.index("self")]
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
+
+
+Refinements = Mapping[type, Mapping[str, Mapping[str, Any]]]
+"""Per request-body Struct, per field (``""``: the object itself): JSON Schema keywords to merge
+into the field's schema (``None`` removes one), for rules the services enforce beyond the types —
+configured bounds, a non-blank name, fields that go together."""
+
+_SCHEMA_FIELDS = {field.metadata.get("alias", field.name): field.name for field in dataclasses.fields(Schema)}
+_ONE = {"items", "not", "if", "then", "else", "contains", "propertyNames", "additionalProperties"}
+_MANY = {"allOf", "anyOf", "oneOf", "prefixItems"}
+_NAMED = {"properties", "patternProperties", "dependentSchemas"}
+
+JSON_VALUE = "#JsonValue"
+"""Stands for the ``JsonValue`` component in a JSON Schema handed to :func:`schema_from_json`."""
+
+
+class JsonValue:
+    """Any JSON value with no NUL character in any string or key (the request decoder refuses one
+    anywhere in a body, 400 ``nul_character``), nested at most 32 levels: free-form fields such
+    as ``metadata``. (A marker type: the component is registered under this name.)"""
+
+
+def schema_from_json(raw: Mapping[str, Any], json_value: Reference | None = None) -> Schema:
+    """Litestar's Schema object for a JSON Schema; ``{"$ref": JSON_VALUE}`` is ``json_value``."""
+    kwargs: dict[str, Any] = {}
+
+    def convert(item: Mapping[str, Any]) -> Schema | Reference:
+        if item.get("$ref") == JSON_VALUE and json_value is not None:
+            return json_value
+        return schema_from_json(item, json_value)
+
+    for key, value in raw.items():
+        if key not in _SCHEMA_FIELDS:
+            raise ValueError(f"no OpenAPI schema field for JSON Schema keyword {key!r}")
+        if key in _ONE and isinstance(value, Mapping):
+            value = convert(value)
+        elif key in _MANY:
+            value = [convert(item) for item in value]
+        elif key in _NAMED:
+            value = {name: convert(item) for name, item in value.items()}
+        kwargs[_SCHEMA_FIELDS[key]] = value
+    return Schema(**kwargs)
+
+
+PYTHON_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""The characters of Python's ``\\s`` (and of ``str.isspace``), as the body of a character class
+that means the same in ECMA-262, whose own ``\\s`` differs (no ``\\x1c``-``\\x1f`` nor ``\\x85``,
+but ``\\ufeff``)."""
+_UNPORTABLE = {"\\d", "\\D", "\\w", "\\W", "\\b", "\\B"}
+
+
+def ecma_pattern(pattern: str) -> str:
+    """A Python regular expression (as msgspec checks it) in ECMA-262, the dialect of JSON Schema:
+    ``\\s`` spelled out. Escapes whose meaning differs otherwise are refused: write the class."""
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            escape = pattern[index : index + 2]
+            if escape == "\\s":
+                out.append(PYTHON_SPACE if in_class else f"[{PYTHON_SPACE}]")
+            elif escape == "\\S" and not in_class:
+                out.append(f"[^{PYTHON_SPACE}]")
+            elif escape in _UNPORTABLE or escape == "\\S":
+                raise ValueError(f"pattern {pattern!r}: write {escape} as an explicit character class")
+            else:
+                out.append(escape)
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+            out.append(char)
+            index += 1
+            if pattern[index : index + 1] == "^":
+                out.append("^")
+                index += 1
+            if pattern[index : index + 1] == "]":  # ECMA-262 reads [] as an empty class
+                raise ValueError(f"pattern {pattern!r}: escape a ] that opens a character class")
+            continue
+        if char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def as_decoded(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` (msgspec's schema of a request body) as the decoder enforces it: patterns in
+    ECMA-262, and free-form parts (a value of any type, the values and keys of an open mapping)
+    NUL-free JSON values."""
+    if set(raw) <= {"description", "default", "title", "examples"}:  # any value at all
+        return {"$ref": JSON_VALUE}
+    out = dict(raw)
+    if isinstance(out.get("pattern"), str):
+        out["pattern"] = ecma_pattern(out["pattern"])
+    for key in _ONE & set(out):
+        if isinstance(out[key], Mapping):
+            out[key] = as_decoded(out[key])
+    for key in _MANY & set(out):
+        out[key] = [as_decoded(item) for item in out[key]]
+    for key in _NAMED & set(out):
+        out[key] = {name: as_decoded(item) for name, item in out[key].items()}
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = {"$ref": JSON_VALUE}
+        names = dict(out.get("propertyNames", {}))
+        names.setdefault("pattern", NO_NUL)
+        out["propertyNames"] = names
+    if out.get("type") == "array" and "items" not in out:
+        out["items"] = {"$ref": JSON_VALUE}
+    return out
+
+
+_JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": inspect.cleandoc(JsonValue.__doc__ or "").split(" (A marker", 1)[0],
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": JSON_VALUE}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": JSON_VALUE},
+        },
+    ],
+}
+
+
+def refine(schema: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``changes`` merged in; on an optional field, into its non-null branches."""
+    if "anyOf" in schema:
+        branches = [
+            branch if branch.get("type") == "null" else refine(branch, changes) for branch in schema["anyOf"]
+        ]
+        return {**schema, "anyOf": branches}
+    merged = {**schema, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+class BodySchemaPlugin(StructSchemaPlugin):
+    """Request bodies (the Structs decoded with ``forbid_unknown_fields``) as msgspec sees them.
+
+    The decoder is msgspec's, strict: the schema msgspec derives from the same type is the one it
+    enforces (every bound, pattern and length, on optional fields and list items too, and
+    ``additionalProperties: false``), where Litestar's own conversion drops some (a ``ge=0`` bound,
+    constraints inside a list). ``refinements`` add what the services check beyond the types.
+    Responses keep Litestar's schemas."""
+
+    def __init__(self, refinements: Refinements | None = None) -> None:
+        self.refinements: Refinements = refinements or {}
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        struct = field_definition.type_
+        info = msgspec.inspect.type_info(struct)
+        if not (isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields):
+            return super().to_openapi_schema(field_definition, schema_creator)
+        (ref,), components = msgspec.json.schema_components([struct])
+        raw = dict(components[ref["$ref"].rsplit("/", 1)[-1]])
+        changes = self.refinements.get(struct, {})
+        raw["properties"] = {
+            name: refine(prop, changes[name]) if name in changes else prop
+            for name, prop in raw["properties"].items()
+        }
+        raw = as_decoded(refine(raw, changes.get("", {})))
+        built = schema_from_json(raw, self._json_value(schema_creator))
+        # Fill the registered (referenced) component rather than returning a new object.
+        schema = schema_creator.schema_registry.get_schema_for_field_definition(field_definition)
+        for field in dataclasses.fields(Schema):
+            setattr(schema, field.name, getattr(built, field.name))
+        if field_definition.has_default:
+            # An optional body's default (what leaving it out means), as JSON: Litestar would put
+            # the Struct itself there.
+            schema.default = msgspec.to_builtins(field_definition.default)
+        return schema
+
+    @staticmethod
+    def _json_value(schema_creator: SchemaCreator) -> Reference:
+        """A reference to the ``JsonValue`` component (registered, and filled, on first use)."""
+        registry = schema_creator.schema_registry
+        marker = FieldDefinition.from_annotation(JsonValue)
+        if registry.get_reference_for_field_definition(marker) is None:
+            schema = registry.get_schema_for_field_definition(marker)
+            reference = registry.get_reference_for_field_definition(marker)
+            assert reference is not None
+            built = schema_from_json(_JSON_VALUE_SCHEMA, reference)
+            for field in dataclasses.fields(Schema):
+                setattr(schema, field.name, getattr(built, field.name))
+        reference = registry.get_reference_for_field_definition(marker)
+        assert reference is not None
+        return reference

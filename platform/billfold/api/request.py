@@ -67,7 +67,9 @@ def _depth_and_nul(value: Any) -> tuple[int, str | None]:
             for key, child in item.items():
                 child_path = f"{path}.{key}" if path else str(key)
                 if nul_at is None and "\x00" in str(key):
-                    nul_at = child_path
+                    # The object holding the key is named: the key itself would carry its NUL
+                    # into the response and the log line.
+                    nul_at = path
                 stack.append((child, depth + 1, child_path))
         elif isinstance(item, list):
             for index, child in enumerate(item):
@@ -124,5 +126,7 @@ class BillfoldRequest(Request[Any, Any, State]):
             raise self._too_deep()
         if nul_at is not None:
             raise ValidationFailed(
-                f"{nul_at}: text must not contain NUL characters", code="nul_character", field=nul_at
+                f"{nul_at or 'the body'}: text must not contain NUL characters",
+                code="nul_character",
+                field=nul_at or None,
             )

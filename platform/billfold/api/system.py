@@ -16,7 +16,7 @@ from billfold.api.auth import operator_guard
 from billfold.api.openapi import responses
 from billfold.clock import BusinessClock, now, offset
 from billfold.db import Database
-from billfold.errors import NotFound
+from billfold.errors import NotFound, Unprocessable
 from billfold.plugins import PluginSections, describe_plugins
 
 
@@ -39,6 +39,10 @@ class ClockAdvance(msgspec.Struct, forbid_unknown_fields=True):
     """Move the business clock forward by ``seconds``."""
 
     seconds: Annotated[int, msgspec.Meta(ge=0, le=100 * 365 * 24 * 3600)]
+
+
+LATEST_BUSINESS_TIME = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
+"""How far the business clock may be advanced (dates computed from it stay below year 10000)."""
 
 
 class ClockOut(msgspec.Struct):
@@ -79,12 +83,20 @@ async def list_plugins(
     tags=["operator"],
     guards=[operator_guard],
     status_code=200,
-    responses=responses(404),
+    responses=responses(404, 422, body=True),
 )
 async def advance_clock(data: JSONBody[ClockAdvance], clock: NamedDependency[BusinessClock]) -> ClockOut:
     if clock.production:
         raise NotFound("not found", code="not_found")
-    await clock.advance(datetime.timedelta(seconds=data.seconds))
+    by = datetime.timedelta(seconds=data.seconds)
+    if now() + by > LATEST_BUSINESS_TIME:
+        # Each advance is bounded, their sum is not: past year 9999 every date computation fails.
+        raise Unprocessable(
+            f"the business clock cannot pass {LATEST_BUSINESS_TIME.date().isoformat()}",
+            code="clock_out_of_range",
+            field="seconds",
+        )
+    await clock.advance(by)
     return ClockOut(now=now(), offset_seconds=offset().total_seconds())
 
 

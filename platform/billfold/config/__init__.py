@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from billfold.config.loader import ConfigError, load_config, load_config_text
 from billfold.config.schema import (
-    AlertsConfig,
     AuthConfig,
     AutoReloadDefaults,
     BillfoldConfig,
@@ -18,7 +17,6 @@ from billfold.config.schema import (
 )
 
 __all__ = [
-    "AlertsConfig",
     "AuthConfig",
     "AutoReloadDefaults",
     "BillfoldConfig",

@@ -40,18 +40,10 @@ class CurrencyConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("minor_units must be between 0 and 4")
 
 
-class PriceTier(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Price per unit once the monthly volume reaches ``from_units``."""
-
-    from_units: int
-    price: Decimal
-
-
 class ChannelConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     unit: str
     price: Decimal
     """Price of one unit in the currency's minor unit; may be fractional (0.79 = 0.79 cents)."""
-    tiers: tuple[PriceTier, ...] = ()
 
     def __post_init__(self) -> None:
         if self.price < 0:
@@ -64,10 +56,6 @@ class AutoReloadDefaults(_Section, frozen=True, forbid_unknown_fields=True, kw_o
     amount_cents: int = 5000
     monthly_limit_cents: int | None = None
     max_consecutive_failures: int = 3
-
-
-class AlertsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    thresholds_cents: tuple[int, ...] = (1000, 0)
 
 
 class RateLimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -111,7 +99,6 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     currencies: dict[str, CurrencyConfig] = msgspec.field(default_factory=dict)
     channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
     auto_reload: AutoReloadDefaults = msgspec.field(default_factory=AutoReloadDefaults)
-    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
+from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -70,16 +72,33 @@ def _pending(config: Config, before: str | None, target: str) -> list[str]:
     return [rev.revision for rev in reversed(list(walked))]
 
 
+def commands(url: str, source: Source = CORE_SOURCE) -> AlembicCommands:
+    """advanced-alchemy's Alembic commands for one distribution: its scripts, its version table,
+    an engine made the way Billfold makes them (SQLite pragmas included)."""
+    from billfold.config import DatabaseConfig
+    from billfold.db.engine import create_engine
+
+    return AlembicCommands(
+        sqlalchemy_config=SQLAlchemyAsyncConfig(
+            engine_instance=create_engine(DatabaseConfig(url=url)),
+            alembic_config=AlembicAsyncConfig(
+                script_location=str(source.script_location),
+                version_table_name=source.version_table,
+                script_config=str(source.script_location / "alembic.ini"),  # none: configured here
+            ),
+        )
+    )
+
+
 def upgrade(url: str, revision: str = "head", *, sources: Iterable[Source] = ()) -> list[Applied]:
     """Bring the database at ``url`` to ``revision`` for the core, and to head for each plugin
     source (blocking; not inside a running loop). Returns what was applied, per distribution."""
     applied = []
     for source in (CORE_SOURCE, *sources):
-        config = alembic_config(url, source)
         target = revision if source.name == CORE else "head"
         before = asyncio.run(_current(url, source))
-        pending = _pending(config, before, target) if target == "head" else []
-        command.upgrade(config, target)
+        pending = _pending(alembic_config(url, source), before, target) if target == "head" else []
+        commands(url, source).upgrade(target)
         after = asyncio.run(_current(url, source))
         applied.append(
             Applied(
@@ -134,7 +153,11 @@ def run_env(target_metadata: MetaData) -> None:
     from sqlalchemy.engine import Connection
 
     config = context.config
-    version_table = config.attributes.get("version_table", CORE_VERSION_TABLE)
+    # advanced-alchemy's AlembicCommands hands over its engine and version table as attributes of
+    # the config; plain Alembic configs (tests, revision) carry them in `attributes`
+    version_table = getattr(config, "version_table_name", None) or config.attributes.get(
+        "version_table", CORE_VERSION_TABLE
+    )
 
     def include_name(name: str | None, type_: str, _parents: object) -> bool:
         return name in target_metadata.tables if type_ == "table" else True
@@ -166,7 +189,9 @@ def run_env(target_metadata: MetaData) -> None:
         if connectable is not None:
             await connectable.run_sync(run)
             return
-        engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "")
+        engine = getattr(config, "engine", None) or create_async_engine(
+            config.get_main_option("sqlalchemy.url") or ""
+        )
         async with engine.connect() as connection:
             await connection.run_sync(run)
             await connection.commit()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -12,8 +13,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from billfold.api.auth import OrgScope, tenant_guard
-from billfold.api.openapi import IDEMPOTENCY_KEY, responses
-from billfold.api.params import parse_cursor, parse_instant, parse_limit
+from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
+from billfold.api.params import CURSOR, INSTANT, LIMIT, anchored, parse_cursor, parse_instant, parse_limit
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig, HoldsConfig
 from billfold.errors import ValidationFailed
@@ -63,6 +64,11 @@ def _hold_result(currencies: Currencies, hold: HoldRow, posted: Posted) -> HoldR
 
 
 _ENCODE = msgspec.json.encode
+_NO_CAPTURE_DETAILS = CaptureIn()
+"""A capture without a body: the whole hold."""
+_KIND = "|".join(ENTRY_KINDS)
+KINDS = f"(?:{_KIND})(?:,(?:{_KIND}))*"
+"""The ``kind`` filter: entry kinds, comma separated."""
 
 
 class LedgerController(Controller):
@@ -74,7 +80,7 @@ class LedgerController(Controller):
         "/charges",
         operation_id="CreateCharge",
         summary="Debit the balance (402 when short)",
-        responses=responses(402, 404, 409),
+        responses=responses(402, 404, 409, body=True),
     )
     async def create_charge(
         self,
@@ -116,7 +122,7 @@ class LedgerController(Controller):
         "/holds",
         operation_id="CreateHold",
         summary="Reserve money for an in-flight operation",
-        responses=responses(402, 409),
+        responses=responses(402, 409, body=True),
     )
     async def create_hold(
         self,
@@ -165,9 +171,10 @@ class LedgerController(Controller):
     @post(
         "/holds/{hold_id:uuid}/capture",
         operation_id="CaptureHold",
+        operation_class=OptionalBody,
         summary="Capture a hold, fully or partly",
         status_code=200,
-        responses=responses(404, 409),
+        responses=responses(404, 409, body=True),
     )
     async def capture_hold(
         self,
@@ -177,14 +184,13 @@ class LedgerController(Controller):
         holds: NamedDependency[HoldService],
         idempotency: NamedDependency[IdempotencyService],
         currencies: NamedDependency[Currencies],
-        data: JSONBody[CaptureIn | None] = None,
+        data: JSONBody[CaptureIn] = _NO_CAPTURE_DETAILS,
         idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> Response[HoldResult]:
-        body = data or CaptureIn()
 
         async def work(conn: Any) -> HoldResult:
             hold, posted = await holds.capture(
-                org.org_id, hold_id, body.amount_cents, conn=conn, description=body.description
+                org.org_id, hold_id, data.amount_cents, conn=conn, description=data.description
             )
             return _hold_result(currencies, hold, posted)
 
@@ -238,29 +244,37 @@ class LedgerController(Controller):
         ledger: NamedDependency[LedgerService],
         currencies: NamedDependency[Currencies],
         limit: Annotated[int, Parameter(ge=1, le=200, description="1-200, default 50")] = 50,
-        offset: Annotated[int | None, Parameter(ge=0, le=2**31)] = None,
+        # gt=-1, not ge=0: Litestar 2.x leaves a falsy bound (0) out of the document
+        offset: Annotated[
+            int | None, Parameter(gt=-1, le=2**31, description="0 or more; not with `cursor`")
+        ] = None,
         kind: Annotated[
             str | None,
             Parameter(
-                description="credit, debit, adjustment, refund, hold, capture, release; comma separated",
+                description=f"Comma separated, of: {', '.join(ENTRY_KINDS)}",
                 max_length=200,
+                pattern=anchored(KINDS),
             ),
         ] = None,
-        start_date: Annotated[str | None, QueryParameter(max_length=40)] = None,
-        end_date: Annotated[str | None, QueryParameter(max_length=40)] = None,
-        cursor: Annotated[str | None, QueryParameter(max_length=40)] = None,
-        from_: Annotated[str | None, QueryParameter(name="from", max_length=40)] = None,
-        to: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        start_date: Annotated[str | None, QueryParameter(max_length=40, pattern=anchored(INSTANT))] = None,
+        end_date: Annotated[str | None, QueryParameter(max_length=40, pattern=anchored(INSTANT))] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=18, pattern=anchored(CURSOR), description="`next_cursor` of the previous page"
+            ),
+        ] = None,
+        from_: Annotated[
+            str | None, QueryParameter(name="from", max_length=40, pattern=anchored(INSTANT))
+        ] = None,
+        to: Annotated[str | None, QueryParameter(max_length=40, pattern=anchored(INSTANT))] = None,
         order: Annotated[
-            str, Parameter(description="asc (oldest first, default) or desc", max_length=4)
+            Literal["asc", "desc"], Parameter(description="asc (oldest first, default) or desc")
         ] = "asc",
     ) -> TransactionPage:
-        kinds = [k.strip() for k in kind.split(",") if k.strip()] if kind else None
-        for k in kinds or []:
-            if k not in ENTRY_KINDS:
-                raise ValidationFailed(f"kind must be one of {', '.join(ENTRY_KINDS)}", field="kind")
-        if order not in ("asc", "desc"):
-            raise ValidationFailed("order must be asc or desc", field="order")
+        if kind and not re.fullmatch(KINDS, kind):
+            raise ValidationFailed(f"kind must be one of {', '.join(ENTRY_KINDS)}", field="kind")
+        kinds = kind.split(",") if kind else None
         if offset is not None and cursor:
             raise ValidationFailed("use either offset or cursor, not both", field="cursor")
         start = parse_instant(start_date, "start_date") or parse_instant(from_, "from")
@@ -329,8 +343,15 @@ class CreditsController(Controller):
         organization_id: FromPath[str],
         org: NamedDependency[OrgScope],
         ledger: NamedDependency[LedgerService],
-        limit: Annotated[str | None, QueryParameter(max_length=20)] = None,
-        cursor: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        limit: Annotated[
+            str | None, QueryParameter(max_length=3, pattern=anchored(LIMIT), description="1-200, default 50")
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=18, pattern=anchored(CURSOR), description="`nextCursor` of the previous page"
+            ),
+        ] = None,
     ) -> CreditHistoryPage:
         page = await ledger.list_entries(
             org.org_id, limit=parse_limit(limit), cursor=parse_cursor(cursor), newest_first=True

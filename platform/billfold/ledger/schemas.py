@@ -29,7 +29,7 @@ class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
     metadata: Metadata = {}
 
 
-class CaptureIn(msgspec.Struct, forbid_unknown_fields=True):
+class CaptureIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     amount_cents: NonNegativeAmount | None = None
     description: Description | None = None
 

@@ -75,6 +75,12 @@ that would take the free balance below the account's next watched level: a charg
 that no in-transaction reaction was due."""
 
 
+_ACCOUNT_POSTGRES = (
+    "SELECT org_id, currency, free_cents, reserved_cents, overage_limit_cents, watch_below_cents, "
+    "watch_above_cents FROM ledger_accounts WHERE org_id = $1"
+)
+
+
 class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     """The fields of an entry about to be written (its id and running balances come from the write)."""
 
@@ -177,8 +183,17 @@ class LedgerService:
         return await self.account(org_id, conn=conn)
 
     async def account(self, org_id: uuid.UUID, *, conn: AsyncConnection | None = None) -> AccountRow:
-        async with self.db.reading(conn) as c:
-            row = (await c.execute(select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id))).first()
+        """The organization's balances (404 without an account). Read on its own on PostgreSQL, it
+        is one constant statement on the pool's driver connection: the balance is read far more
+        often than it is written, and SQLAlchemy's connect/execute/close around one SELECT cost
+        more CPU than the whole rest of the request (bench/run.py: GET balance at 1.8 ms of server
+        CPU against 1.05 ms for a charge, which already took this path)."""
+        if conn is None and self.db.is_postgres:
+            async with driver_connection(self.db.engine) as driver:
+                row = await driver.fetchrow(_ACCOUNT_POSTGRES, org_id)
+        else:
+            async with self.db.reading(conn) as c:
+                row = (await c.execute(select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id))).first()
         if row is None:
             raise NotFound("no billing account for this organization", code="account_not_found")
         return AccountRow(*row)

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from billfold.api.auth import OrgScope, operator_guard, tenant_guard
-from billfold.api.openapi import IDEMPOTENCY_KEY, responses
+from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
 from billfold.ledger.idempotency import IdempotencyService
@@ -49,6 +49,10 @@ def _org_out(org: OrgRow) -> OrganizationOut:
     )
 
 
+_UNNAMED_KEY = KeyCreate()
+"""A key issued without a body."""
+
+
 class AdminController(Controller):
     path = "/v1/admin"
     tags = ["operator"]
@@ -58,7 +62,7 @@ class AdminController(Controller):
         "/organizations",
         operation_id="AdminCreateOrganization",
         summary="Create an organization and its first API key (shown once)",
-        responses=responses(),
+        responses=responses(body=True),
     )
     async def create_organization(
         self,
@@ -91,16 +95,17 @@ class AdminController(Controller):
     @post(
         "/organizations/{org_id:uuid}/keys",
         operation_id="AdminCreateKey",
+        operation_class=OptionalBody,
         summary="Issue another API key (shown once)",
-        responses=responses(404),
+        responses=responses(404, body=True),
     )
     async def create_key(
         self,
         org_id: FromPath[uuid.UUID],
         keys: NamedDependency[KeyService],
-        data: JSONBody[KeyCreate | None] = None,
+        data: JSONBody[KeyCreate] = _UNNAMED_KEY,
     ) -> KeyCreated:
-        key = await keys.issue(org_id, name=(data or KeyCreate()).name)
+        key = await keys.issue(org_id, name=data.name)
         return KeyCreated(id=key.id, organization_id=key.org_id, prefix=key.prefix, api_key=key.api_key)
 
     @post(
@@ -118,7 +123,7 @@ class AdminController(Controller):
         "/organizations/{org_id:uuid}/adjustments",
         operation_id="AdminAdjust",
         summary="Credit (positive) or debit (negative) an organization",
-        responses=responses(402, 404, 409),
+        responses=responses(402, 404, 409, body=True),
     )
     async def adjust(
         self,
@@ -141,7 +146,7 @@ class AdminController(Controller):
         "/organizations/{org_id:uuid}/refunds",
         operation_id="AdminRefund",
         summary="Record money returned to the tenant outside Billfold",
-        responses=responses(402, 404, 409),
+        responses=responses(402, 404, 409, body=True),
     )
     async def refund(
         self,
@@ -164,7 +169,7 @@ class AdminController(Controller):
         "/organizations/{org_id:uuid}/overage",
         operation_id="AdminSetOverage",
         summary="How far below zero the free balance may go",
-        responses=responses(404),
+        responses=responses(404, body=True),
     )
     async def set_overage(
         self, org_id: FromPath[uuid.UUID], data: JSONBody[OverageIn], ledger: NamedDependency[LedgerService]

@@ -41,7 +41,7 @@ class OrganizationCreated(OrganizationOut):
     key_id: uuid.UUID
 
 
-class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: ShortText = ""
 
 

@@ -17,6 +17,8 @@ from billfold.clock import now
 from billfold.config import CurrencyConfig
 from billfold.db import Database, new_id, table_of
 from billfold.errors import NotFound, ValidationFailed
+from billfold.events.outbox import DomainEvent
+from billfold.hookspecs import hookimpl
 from billfold.ledger.service import LedgerService
 from billfold.orgs.keys import IssuedKey, KeyService
 from billfold.orgs.models import Organization
@@ -71,6 +73,8 @@ def check_text(value: str, field: str, maximum: int, *, required: bool = False) 
 
 
 class OrgService:
+    BILLFOLD_CORE = True
+
     def __init__(
         self,
         db: Database,
@@ -167,10 +171,12 @@ class OrgService:
             rows, total = await OrganizationRepository(session=session).get_many_and_count(*filters)
             return [_row(r) for r in rows], total
 
-    async def mark_paid(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+    @hookimpl
+    async def billfold_domain_event(self, conn: AsyncConnection, event: DomainEvent) -> None:
         """The first successful payment makes an organization `paid` (document 003's type)."""
-        await conn.execute(
-            update(organizations)
-            .where(organizations.c.id == org_id, organizations.c.organization_type != "paid")
-            .values(organization_type="paid", updated_at=now())
-        )
+        if event.type == "payment.succeeded" and event.org_id is not None:
+            await conn.execute(
+                update(organizations)
+                .where(organizations.c.id == event.org_id, organizations.c.organization_type != "paid")
+                .values(organization_type="paid", updated_at=now())
+            )

@@ -24,7 +24,6 @@ from billfold.clock import now
 from billfold.db import Database, dialect_insert, new_id, table_of
 from billfold.events.outbox import emit
 from billfold.ledger.service import LedgerService
-from billfold.orgs.service import OrgService
 from billfold.payments.models import Payment
 from billfold.payments.provider import Intent
 
@@ -109,10 +108,9 @@ def _insert(
 class CreditService:
     """Records provider payments and credits the succeeded ones exactly once."""
 
-    def __init__(self, db: Database, ledger: LedgerService, orgs: OrgService) -> None:
+    def __init__(self, db: Database, ledger: LedgerService) -> None:
         self.db = db
         self.ledger = ledger
-        self.orgs = orgs
 
     async def record(
         self, conn: AsyncConnection, org_id: uuid.UUID, provider: str, intent: Intent, *, purpose: str
@@ -218,7 +216,6 @@ class CreditService:
         await conn.execute(
             update(payments).where(payments.c.id == claimed.id).values(credited_entry_id=posted.entry.id)
         )
-        await self.orgs.mark_paid(conn, claimed.org_id)
         await emit(
             conn,
             "payment.succeeded",

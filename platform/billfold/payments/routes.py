@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from billfold.api.auth import OrgScope, tenant_guard
-from billfold.api.openapi import IDEMPOTENCY_KEY, responses
+from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
 from billfold.errors import NotFound, ValidationFailed
@@ -111,6 +111,10 @@ def _method_out(method: MethodRow) -> PaymentMethodOut:
     )
 
 
+_LATEST_PENDING = CompleteLocalIn()
+"""complete-local without a body: the organization's latest pending payment."""
+
+
 class OrgBillingController(Controller):
     """Document 000: /v1/orgs/{org_id}/billing."""
 
@@ -134,7 +138,7 @@ class OrgBillingController(Controller):
         "/",
         operation_id="UpdateOrgBillingAccount",
         summary="Change the auto-reload settings",
-        responses=responses(403, 404, 422),
+        responses=responses(403, 404, 422, body=True),
     )
     async def patch_account(
         self,
@@ -150,7 +154,7 @@ class OrgBillingController(Controller):
         "/top-up",
         operation_id="OrgTopUp",
         summary="Charge the saved card and credit the balance",
-        responses=responses(402, 403, 404, 409, 502),
+        responses=responses(402, 403, 404, 409, 502, body=True),
     )
     async def top_up(
         self,
@@ -195,7 +199,7 @@ class BillingController(Controller):
         "/",
         operation_id="UpdateBillingAccount",
         summary="Change the auto-reload settings",
-        responses=responses(404, 422),
+        responses=responses(404, 422, body=True),
     )
     async def patch_account(
         self,
@@ -218,7 +222,7 @@ class BillingController(Controller):
         "/auto-reload",
         operation_id="PutAutoReload",
         summary="Change auto-reload",
-        responses=responses(404, 422),
+        responses=responses(404, 422, body=True),
     )
     async def put_auto_reload(
         self,
@@ -232,7 +236,7 @@ class BillingController(Controller):
         "/top-up",
         operation_id="TopUp",
         summary="Charge the saved card and credit the balance",
-        responses=responses(402, 404, 409, 502),
+        responses=responses(402, 404, 409, 502, body=True),
     )
     async def top_up(
         self,
@@ -248,7 +252,7 @@ class BillingController(Controller):
         "/topup",
         operation_id="TopUpMajorUnits",
         summary="Top up in major units (document 004)",
-        responses=responses(402, 404, 409, 502),
+        responses=responses(402, 404, 409, 502, body=True),
     )
     async def topup_major(
         self,
@@ -294,7 +298,7 @@ class BillingController(Controller):
         operation_id="SetDefaultPaymentMethod",
         summary="Save a payment method as the default",
         status_code=200,
-        responses=responses(402, 404, 502),
+        responses=responses(402, 404, 502, body=True),
     )
     async def default_payment_method(
         self,
@@ -324,7 +328,7 @@ class BillingController(Controller):
         "/payment-methods",
         operation_id="AddPaymentMethod",
         summary="Save a payment method",
-        responses=responses(402, 404, 502),
+        responses=responses(402, 404, 502, body=True),
     )
     async def add_payment_method(
         self,
@@ -341,7 +345,7 @@ class BillingController(Controller):
         operation_id="CreateCheckoutSession",
         summary="A hosted checkout page",
         status_code=200,
-        responses=responses(404, 502),
+        responses=responses(404, 502, body=True),
     )
     async def checkout(
         self,
@@ -363,7 +367,7 @@ class BillingController(Controller):
         operation_id="CreatePortalSession",
         summary="The provider's billing portal",
         status_code=200,
-        responses=responses(404, 502),
+        responses=responses(404, 502, body=True),
     )
     async def portal(
         self, data: JSONBody[PortalIn], org: NamedDependency[OrgScope], topups: NamedDependency[TopUpService]
@@ -398,7 +402,7 @@ class OrganizationBillingController(Controller):
         "/",
         operation_id="UpdateOrganizationBilling",
         summary="Change billing settings",
-        responses=responses(403, 404, 422),
+        responses=responses(403, 404, 422, body=True),
     )
     async def patch_billing(
         self,
@@ -421,7 +425,7 @@ class OrganizationPaymentsController(Controller):
         "/top-up",
         operation_id="OrganizationTopUp",
         summary="Charge the saved card and credit the balance",
-        responses=responses(402, 403, 404, 409, 502),
+        responses=responses(402, 403, 404, 409, 502, body=True),
     )
     async def top_up(
         self,
@@ -437,9 +441,10 @@ class OrganizationPaymentsController(Controller):
     @post(
         "/dev/complete-local",
         operation_id="CompleteLocalPayment",
+        operation_class=OptionalBody,
         summary="Complete a pending local payment (development only)",
         status_code=200,
-        responses=responses(403, 404),
+        responses=responses(403, 404, body=True),
     )
     async def complete_local(
         self,
@@ -449,11 +454,11 @@ class OrganizationPaymentsController(Controller):
         ledger: NamedDependency[LedgerService],
         provider: NamedDependency[PaymentProvider],
         production: NamedDependency[bool],
-        data: JSONBody[CompleteLocalIn | None] = None,
+        data: JSONBody[CompleteLocalIn] = _LATEST_PENDING,
     ) -> CompleteLocalOut:
         if production or provider.name != "local":
             raise NotFound("not found", code="not_found")
-        intent = await topups.complete_local(org.org_id, (data or CompleteLocalIn()).payment_intent_id)
+        intent = await topups.complete_local(org.org_id, data.payment_intent_id)
         account = await ledger.account(org.org_id)
         return CompleteLocalOut(
             payment_intent_id=intent.id,
@@ -495,7 +500,7 @@ class CustomerBillingController(Controller):
         operation_id="GetOrCreateCustomer",
         summary="The provider customer, and a checkout for plan steps",
         status_code=200,
-        responses=responses(404, 502),
+        responses=responses(404, 502, body=True),
     )
     async def billing(
         self,
@@ -563,13 +568,23 @@ class WebhookReceived(msgspec.Struct):
     summary="Provider webhooks (signature verified; each event applied once)",
     status_code=200,
     tags=["webhooks"],
-    responses=responses(public=True),
+    security=[{}],
+    responses=responses(413, public=True),
 )
 async def provider_webhook(
     request: Request[Any, Any, Any],
     provider: NamedDependency[PaymentProvider],
     webhooks: NamedDependency[WebhookService],
     wake_worker: NamedDependency[Any],
+    stripe_signature: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Stripe-Signature",
+            required=False,
+            description="The provider's signature of the body: an event without a valid one is "
+            "400 `invalid_signature` (so is any event while the local provider is active).",
+        ),
+    ] = None,
 ) -> WebhookReceived:
     """Provider webhooks: signature verified by the provider, each event applied once."""
     payload = await request.body()

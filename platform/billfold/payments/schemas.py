@@ -245,7 +245,7 @@ class SessionOut(msgspec.Struct, rename="camel"):
     url: str
 
 
-class CompleteLocalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+class CompleteLocalIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     payment_intent_id: ProviderId | None = None
 
 
