@@ -252,6 +252,20 @@ async def count_rows(state: Billfold, table: str) -> int:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
 
+async def minor_balance(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    """GET /v1/billing/balance (document 004: major units, upper-case currency) read back in minor
+    units, the way the ledger keeps them."""
+    response = await client.get("/v1/billing/balance", headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return {
+        "free": round(body["free"] * 100),
+        "reserved": round(body["reserved"] * 100),
+        "total": round(body["total"] * 100),
+        "currency": body["currency"].lower(),
+    }
+
+
 # -- the command line --------------------------------------------------------------------------
 
 BILLFOLD_CLI = Path(sys.executable).parent / "billfold"
@@ -278,17 +292,48 @@ def run_cli(
 # -- assertions --------------------------------------------------------------------------------
 
 
+TAGS_002 = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    402: "PaymentRequired",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    413: "BadRequest",
+    415: "BadRequest",
+    422: "BadRequest",
+    429: "TooManyRequests",
+}
+
+
 def assert_error(
     response: httpx.Response, status: int, code: str | None = None, *, field: str | None = None
 ) -> dict[str, Any]:
-    """Check the common error envelope and return the body.
+    """Check the error envelope and return the body.
 
-    Every error carries trackingId, code and message at the top level, the same code and message
-    under ``error``, and the tracking id again in the X-Tracking-Id header."""
+    Every error carries trackingId and a message, with the tracking id again in the X-Tracking-Id
+    header. Billfold's envelope has code and message at the top level and again under ``error``;
+    document 004's routes answer ``{error: <code>, message, details}``; document 002's answer the
+    product's tagged errors ``{_tag, message}``, which carry no code (``tag=`` checks them)."""
     assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
     body: dict[str, Any] = response.json()
     assert body["trackingId"].startswith("trk_"), body
     assert response.headers["X-Tracking-Id"] == body["trackingId"]
+    assert isinstance(body["message"], str) and body["message"], body
+    if "_tag" in body:
+        assert code is None, f"document 002's errors carry no code, only _tag: {body}"
+        assert (
+            body["_tag"] == TAGS_002.get(status, "InternalError") or body["_tag"] == "HttpApiDecodeError"
+        ), body
+        if field is not None:
+            assert body["issues"][0]["path"] == field.split("."), body
+        return body
+    if isinstance(body.get("error"), str):
+        if code is not None:
+            assert body["error"] == code, body
+        if field is not None:
+            assert body["details"] and body["details"][0].get("field") == field, body
+        return body
     assert isinstance(body["code"], str) and body["code"], body
     assert isinstance(body["message"], str) and body["message"], body
     assert body["error"]["code"] == body["code"]

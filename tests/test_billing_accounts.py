@@ -1,8 +1,10 @@
 """The billing account in the shapes of documents 000, 001, 002 and 004, over one service.
 
-Enabling auto-reload needs the minimum and the amount in the same request (400 naming the field
-in the caller's own spelling), valid values (400), and a payment method on file (422
-payment_method_required). Disabling always works."""
+Each document speaks its own units: 000 and 001 cents, 002 decimillicents (1 cent = 100,000), 004
+major units. Enabling auto-reload needs the minimum and the amount in the same request (000, 001,
+004) or in the merged settings, where a threshold of 0 is refused (002); valid values (400 naming
+the field in the caller's own spelling), and a payment method on file (422
+payment_method_required; 400 in 002, whose product has no 422). Disabling always works."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ async def put_payment_method_on_file(state, org_id: str, method_id: str | None =
 
 @dataclass(frozen=True)
 class Shape:
-    """How one API document spells the billing account and its PATCH."""
+    """How one API document spells the billing account and its PATCH, and its unit."""
 
     name: str
     path: str
@@ -38,10 +40,20 @@ class Shape:
     enabled: str
     minimum: str
     amount: str
-    monthly_limit: str
+    monthly_limit: str | None
+    scale: float = 1
+    """One cent in the document's unit."""
+    together: bool = True
+    """Enabling needs the minimum and the amount in the same request."""
 
     def url(self, org_id: str) -> str:
         return self.path.format(org=org_id)
+
+    def money(self, cents: Any) -> Any:
+        if not isinstance(cents, int) or isinstance(cents, bool):
+            return cents
+        value = cents * self.scale
+        return int(value) if self.scale >= 1 else round(value, 2)
 
     def body(
         self, *, enabled: Any = None, minimum: Any = None, amount: Any = None, limit: Any = "unset"
@@ -50,11 +62,11 @@ class Shape:
         if enabled is not None:
             body[self.enabled] = enabled
         if minimum is not None:
-            body[self.minimum] = minimum
+            body[self.minimum] = self.money(minimum)
         if amount is not None:
-            body[self.amount] = amount
-        if limit != "unset":
-            body[self.monthly_limit] = limit
+            body[self.amount] = self.money(amount)
+        if limit != "unset" and self.monthly_limit is not None:
+            body[self.monthly_limit] = self.money(limit)
         return body
 
 
@@ -82,20 +94,24 @@ SHAPES = [
         "/v1/organizations/{org}/billing",
         "PATCH",
         "autoRechargeEnabled",
-        "autoRechargeThresholdCents",
-        "autoRechargeAmountCents",
-        "autoRechargeMonthlyLimitCents",
+        "autoRechargeThresholdDecimillicents",
+        "autoRechargeAmountDecimillicents",
+        None,
+        scale=100_000,
+        together=False,
     ),
     Shape(
         "004",
         "/v1/billing/auto-reload",
         "PUT",
         "enabled",
-        "threshold_cents",
-        "amount_cents",
-        "monthly_limit_cents",
+        "trigger_threshold",
+        "reload_amount",
+        "monthly_limit",
+        scale=0.01,
     ),
 ]
+TOGETHER = [s for s in SHAPES if s.together]
 SHAPE_IDS = [s.name for s in SHAPES]
 
 
@@ -147,24 +163,47 @@ async def test_the_three_get_shapes_show_the_same_account(client, new_tenant):
     assert v001["auto_reload_monthly_limit_cents"] is None
     assert v001["has_payment_method"] is False
 
-    # document 002: camelCase, the same account
+    # document 002: the product's BillingSettings, in decimillicents, null where Billfold has no fact
+    assert set(v002) == {
+        "organizationId",
+        "billingEmail",
+        "stripeCustomerId",
+        "stripeSubscriptionId",
+        "stripePaymentMethodId",
+        "stripeMeteredSubscriptionItemId",
+        "creditsBalanceDecimillicents",
+        "reservedCreditsDecimillicents",
+        "autoRechargeEnabled",
+        "autoRechargeThresholdDecimillicents",
+        "autoRechargeAmountDecimillicents",
+        "usageCapDecimillicents",
+        "isSubscribed",
+        "subscriptionStatus",
+        "subscriptionPlan",
+        "subscriptionStartedAt",
+        "subscriptionEndsAt",
+        "subscriptionCurrentPeriodEnd",
+        "suspendedAt",
+        "paymentGracePeriodEndsAt",
+    }
     assert v002["organizationId"] == tenant.org_id
-    assert v002["balanceCents"] == 124000
-    assert v002["reservedCents"] == 1000
-    assert v002["totalCents"] == 125000
+    assert v002["creditsBalanceDecimillicents"] == 125000 * 100_000
+    assert v002["reservedCreditsDecimillicents"] == 1000 * 100_000
     assert v002["autoRechargeEnabled"] is False
-    assert v002["autoRechargeThresholdCents"] == 1000
-    assert v002["autoRechargeAmountCents"] == 5000
-    assert v002["autoRechargeMonthlyLimitCents"] is None
-    assert v002["hasPaymentMethod"] is False
-    assert not any("_" in key for key in v002)
+    assert v002["autoRechargeThresholdDecimillicents"] == 1000 * 100_000
+    assert v002["autoRechargeAmountDecimillicents"] == 5000 * 100_000
+    assert v002["usageCapDecimillicents"] is None
+    assert v002["stripePaymentMethodId"] is None
+    assert v002["isSubscribed"] is False
 
-    # document 004's auto-reload resource
-    assert v004["enabled"] is False
-    assert v004["threshold_cents"] == 1000
-    assert v004["amount_cents"] == 5000
-    assert v004["monthly_limit_cents"] is None
-    assert v004["currency"] == "usd"
+    # document 004's auto-reload resource: major units, the currency upper-case
+    assert v004 == {
+        "enabled": False,
+        "trigger_threshold": 10.0,
+        "reload_amount": 50.0,
+        "monthly_limit": None,
+        "currency": "USD",
+    }
 
 
 async def test_balance_usd_formats_small_and_negative_amounts(client, new_tenant):
@@ -186,7 +225,7 @@ async def test_balance_usd_formats_small_and_negative_amounts(client, new_tenant
 # -- enabling: validation --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", TOGETHER, ids=[s.name for s in TOGETHER])
 async def test_enabling_without_minimum_or_amount_names_the_missing_field(client, state, tenant, shape):
     await put_payment_method_on_file(state, tenant.org_id)
     without_minimum = await send(client, tenant, shape, shape.body(enabled=True, amount=5000))
@@ -195,8 +234,9 @@ async def test_enabling_without_minimum_or_amount_names_the_missing_field(client
     assert_error(without_amount, 400, field=shape.amount)
     without_both = await send(client, tenant, shape, shape.body(enabled=True))
     body = assert_error(without_both, 400)
-    assert body["error"]["field"] in (shape.minimum, shape.amount)
-    assert body["error"]["field"] in body["message"]
+    field = body["error"]["field"] if isinstance(body["error"], dict) else body["details"][0]["field"]
+    assert field in (shape.minimum, shape.amount)
+    assert field in body["message"]
     v000, *_ = await get_all(client, tenant)
     assert v000["auto_reload_enabled"] is False
 
@@ -213,6 +253,8 @@ async def test_enabling_without_minimum_or_amount_names_the_missing_field(client
     ids=["amount-0", "amount-negative", "minimum--1", "monthly-limit--5"],
 )
 async def test_out_of_range_values_are_400_naming_the_field(client, state, tenant, shape, values, field_of):
+    if getattr(shape, field_of) is None:
+        pytest.skip(f"document {shape.name} has no such field")
     await put_payment_method_on_file(state, tenant.org_id)
     for enabled in (True, None):  # with or without enabling in the same request
         response = await send(client, tenant, shape, shape.body(enabled=enabled, **values))
@@ -248,15 +290,22 @@ async def test_out_of_range_values_are_400_naming_the_field(client, state, tenan
 )
 async def test_wrong_type_is_400_naming_the_field(client, tenant, shape, field_of, value):
     field = getattr(shape, field_of)
+    if field is None:
+        pytest.skip(f"document {shape.name} has no such field")
+    if shape.name == "004" and value == 10.5:
+        value = 10.555  # major units: 10.5 is a valid amount; more decimals than the currency's is not
+    if shape.name == "002" and value is None:
+        pytest.skip("document 002: null clears the value")
     response = await send(client, tenant, shape, {field: value})
-    body = assert_error(response, 400, "validation_error", field=field)
+    body = assert_error(response, 400, None if shape.name == "002" else "validation_error", field=field)
     assert field in body["message"]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 async def test_unknown_field_is_400_naming_it(client, tenant, shape):
     response = await send(client, tenant, shape, {"auto_reload_minimun_cents": 1000})
-    assert_error(response, 400, "validation_error", field="auto_reload_minimun_cents")
+    code = None if shape.name == "002" else "validation_error"
+    assert_error(response, 400, code, field="auto_reload_minimun_cents")
 
 
 # -- enabling: the payment method ------------------------------------------------------------------------
@@ -265,8 +314,12 @@ async def test_unknown_field_is_400_naming_it(client, tenant, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 async def test_enabling_without_a_payment_method_is_422(client, tenant, shape):
     response = await send(client, tenant, shape, shape.body(enabled=True, minimum=2000, amount=10000))
-    body = assert_error(response, 422, "payment_method_required")
-    assert body["error"].get("fix")
+    if shape.name == "002":
+        assert_error(response, 400)  # the product's BadRequest: it has no 422
+    else:
+        body = assert_error(response, 422, "payment_method_required")
+        fix = body["error"].get("fix") if isinstance(body["error"], dict) else body["details"][0]["fix"]
+        assert fix
     _, v001, v002, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
     assert v001["auto_reload_minimum_cents"] == 1000  # nothing of the refused request was kept
@@ -283,9 +336,10 @@ async def test_enabling_with_a_payment_method_updates_every_shape(client, state,
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer[shape.enabled] is True
-    assert answer[shape.minimum] == 2000
-    assert answer[shape.amount] == 10000
-    assert answer[shape.monthly_limit] == 50000
+    assert answer[shape.minimum] == shape.money(2000)
+    assert answer[shape.amount] == shape.money(10000)
+    if shape.monthly_limit is not None:
+        assert answer[shape.monthly_limit] == shape.money(50000)
 
     v000, v001, v002, v004 = await get_all(client, tenant)
     assert v000 == v001
@@ -299,31 +353,22 @@ async def test_enabling_with_a_payment_method_updates_every_shape(client, state,
         2000,
         10000,
     )
-    assert v001["auto_reload_monthly_limit_cents"] == 50000
+    assert v001["auto_reload_monthly_limit_cents"] == (None if shape.monthly_limit is None else 50000)
     assert (
         v002["autoRechargeEnabled"],
-        v002["autoRechargeThresholdCents"],
-        v002["autoRechargeAmountCents"],
-    ) == (
-        True,
-        2000,
-        10000,
-    )
-    assert v002["autoRechargeMonthlyLimitCents"] == 50000
-    assert v002["hasPaymentMethod"] is True
-    assert (v004["enabled"], v004["threshold_cents"], v004["amount_cents"], v004["monthly_limit_cents"]) == (
-        True,
-        2000,
-        10000,
-        50000,
-    )
-    assert v004["has_payment_method"] is True
+        v002["autoRechargeThresholdDecimillicents"],
+        v002["autoRechargeAmountDecimillicents"],
+    ) == (True, 2000 * 100_000, 10000 * 100_000)
+    assert v002["stripePaymentMethodId"] == "pm_test_4242"
+    assert (v004["enabled"], v004["trigger_threshold"], v004["reload_amount"]) == (True, 20.0, 100.0)
+    assert v004["monthly_limit"] == (None if shape.monthly_limit is None else 500.0)
 
-    # a null monthly limit means no cap again
-    cleared = await send(client, tenant, shape, shape.body(limit=None))
-    assert cleared.status_code == 200, cleared.text
-    assert cleared.json()[shape.monthly_limit] is None
-    assert (await get_all(client, tenant))[1]["auto_reload_monthly_limit_cents"] is None
+    if shape.monthly_limit is not None:
+        # a null monthly limit means no cap again
+        cleared = await send(client, tenant, shape, shape.body(limit=None))
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()[shape.monthly_limit] is None
+        assert (await get_all(client, tenant))[1]["auto_reload_monthly_limit_cents"] is None
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -335,8 +380,9 @@ async def test_disabling_always_works(client, state, tenant, shape):
 
     # and after it was enabled, even once the card is gone
     await put_payment_method_on_file(state, tenant.org_id)
+    minimum = 1 if shape.name == "002" else 0  # document 002 refuses a threshold of 0 while enabled
     assert (
-        await send(client, tenant, shape, shape.body(enabled=True, minimum=0, amount=1))
+        await send(client, tenant, shape, shape.body(enabled=True, minimum=minimum, amount=1))
     ).status_code == 200
     await put_payment_method_on_file(state, tenant.org_id, None)
     response = await send(client, tenant, shape, shape.body(enabled=False))
@@ -344,7 +390,7 @@ async def test_disabling_always_works(client, state, tenant, shape):
     assert response.json()[shape.enabled] is False
     _, v001, v002, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
-    assert v001["auto_reload_minimum_cents"] == 0  # the settings stay for the next time
+    assert v001["auto_reload_minimum_cents"] == minimum  # the settings stay for the next time
     assert v001["auto_reload_amount_cents"] == 1
     assert v002["autoRechargeEnabled"] is False
     assert v004["enabled"] is False
@@ -357,7 +403,7 @@ async def test_settings_can_change_without_enabling(client, tenant, shape):
     _, v001, _, v004 = await get_all(client, tenant)
     assert v001["auto_reload_enabled"] is False
     assert (v001["auto_reload_minimum_cents"], v001["auto_reload_amount_cents"]) == (0, 700)
-    assert (v004["threshold_cents"], v004["amount_cents"]) == (0, 700)
+    assert (v004["trigger_threshold"], v004["reload_amount"]) == (0.0, 7.0)
 
 
 async def test_empty_patch_changes_nothing(client, tenant):
@@ -366,3 +412,69 @@ async def test_empty_patch_changes_nothing(client, tenant):
         response = await send(client, tenant, shape, {})
         assert response.status_code == 200, response.text
     assert await get_all(client, tenant) == before
+
+
+# -- document 002: merged settings, null clears, its other settings ------------------------------------
+
+
+async def test_002_validates_the_merged_settings(client, state, tenant):
+    url = f"/v1/organizations/{tenant.org_id}/billing"
+    await put_payment_method_on_file(state, tenant.org_id)
+    # the stored threshold and amount (the operator's defaults) complete a bare enable
+    enabled = await client.patch(url, json={"autoRechargeEnabled": True}, headers=tenant.headers)
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["autoRechargeThresholdDecimillicents"] == 1000 * 100_000
+    # a threshold of 0 is refused while enabled, allowed while disabled
+    zero = await client.patch(url, json={"autoRechargeThresholdDecimillicents": 0}, headers=tenant.headers)
+    assert_error(zero, 400, field="autoRechargeThresholdDecimillicents")
+    off = await client.patch(
+        url,
+        json={"autoRechargeEnabled": False, "autoRechargeThresholdDecimillicents": 0},
+        headers=tenant.headers,
+    )
+    assert off.status_code == 200, off.text
+    assert off.json()["autoRechargeThresholdDecimillicents"] == 0
+    again = await client.patch(url, json={"autoRechargeEnabled": True}, headers=tenant.headers)
+    assert_error(again, 400, field="autoRechargeThresholdDecimillicents")
+
+
+async def test_002_null_clears_and_the_other_settings_are_kept(client, tenant):
+    url = f"/v1/organizations/{tenant.org_id}/billing"
+    changed = await client.patch(
+        url,
+        json={
+            "billingEmail": "billing@acme.example",
+            "usageCapDecimillicents": 2500 * 100_000,
+            "autoRechargeAmountDecimillicents": 700 * 100_000,
+        },
+        headers=tenant.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert (body["billingEmail"], body["usageCapDecimillicents"]) == ("billing@acme.example", 2500 * 100_000)
+    assert body["autoRechargeAmountDecimillicents"] == 700 * 100_000
+    kept = (await client.patch(url, json={}, headers=tenant.headers)).json()
+    assert kept == body  # absent keeps
+    cleared = (
+        await client.patch(
+            url,
+            json={
+                "billingEmail": None,
+                "usageCapDecimillicents": None,
+                "autoRechargeAmountDecimillicents": None,
+            },
+            headers=tenant.headers,
+        )
+    ).json()
+    assert (cleared["billingEmail"], cleared["usageCapDecimillicents"]) == (None, None)
+    assert cleared["autoRechargeAmountDecimillicents"] == 5000 * 100_000  # back to the operator's default
+
+
+async def test_002_amounts_must_be_whole_cents(client, tenant):
+    url = f"/v1/organizations/{tenant.org_id}/billing"
+    for field in ("usageCapDecimillicents", "autoRechargeAmountDecimillicents"):
+        response = await client.patch(url, json={field: 150_000}, headers=tenant.headers)  # 1.5 cents
+        body = assert_error(response, 400, field=field)
+        assert body["_tag"] == "HttpApiDecodeError"
+    bad_email = await client.patch(url, json={"billingEmail": "not an email"}, headers=tenant.headers)
+    assert_error(bad_email, 400, field="billingEmail")

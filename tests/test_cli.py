@@ -83,7 +83,7 @@ async def test_operator_workflow(cli_db):
         for api_key in (org["api_key"], issued["api_key"]):
             response = await client.get("/v1/billing/balance", headers={"Authorization": f"Token {api_key}"})
             assert response.status_code == 200, response.text
-            assert response.json() == {"free": 500, "reserved": 0, "total": 500, "currency": "usd"}
+            assert response.json() == {"free": 5.0, "reserved": 0.0, "total": 5.0, "currency": "USD"}
         transactions = (
             await client.get(
                 "/v1/billing/transactions", headers={"Authorization": f"Bearer {org['api_key']}"}

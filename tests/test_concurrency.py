@@ -10,7 +10,7 @@ from typing import Any
 from litestar import get
 
 from billfold import hookimpl
-from conftest import count_rows, open_client, run_cli, verify
+from conftest import count_rows, minor_balance, open_client, run_cli, verify
 
 
 class _SlowRoute:
@@ -65,7 +65,7 @@ async def test_concurrent_charges_never_overdraw(client, new_tenant, state, data
     # each success saw a distinct balance on its way down to zero
     afters = sorted(r.json()["balance"]["free"] for r in responses if r.status_code == 201)
     assert afters == list(range(0, 20000, 1000))
-    balance = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()
+    balance = await minor_balance(client, tenant.headers)
     assert balance == {"free": 0, "reserved": 0, "total": 0, "currency": "usd"}
     assert await count_rows(state, "ledger_entries") == entries_before + 20
     assert await verify(state) == []
@@ -90,7 +90,7 @@ async def test_concurrent_charges_and_holds_share_the_free_balance(client, new_t
     assert len(ok) == 20
     assert {r.status_code for r in responses} == {201, 402}
     held = sum(1 for r in ok if "hold" in r.json())
-    balance = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()
+    balance = await minor_balance(client, tenant.headers)
     assert balance["free"] == 0
     assert balance["reserved"] == 1000 * held
     assert balance["total"] == 1000 * held
@@ -104,7 +104,7 @@ async def test_capture_and_release_races_finalize_each_hold_once(client, new_ten
         created = await client.post("/v1/billing/holds", json={"amount_cents": 100}, headers=tenant.headers)
         assert created.status_code == 201, created.text
         holds.append(created.json()["hold"]["id"])
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["reserved"] == 2000
+    assert (await minor_balance(client, tenant.headers))["reserved"] == 2000
 
     async def attempt(hold_id: str, action: str, amount: int | None) -> tuple[str, str, Any]:
         body = {"amount_cents": amount} if amount is not None else None
@@ -140,7 +140,7 @@ async def test_capture_and_release_races_finalize_each_hold_once(client, new_ten
         fetched = (await client.get(f"/v1/billing/holds/{hold_id}", headers=tenant.headers)).json()
         assert fetched["status"] == final
 
-    balance = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()
+    balance = await minor_balance(client, tenant.headers)
     assert balance == {
         "free": 10000 - captured_total,
         "reserved": 0,
@@ -175,7 +175,7 @@ async def test_concurrent_retries_with_one_idempotency_key_debit_once(client, ne
     originals = [r for r in responses if r.headers.get("Idempotent-Replayed") != "true"]
     assert len(originals) == 1
     assert all(r.json() == originals[0].json() for r in responses)
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 4300
+    assert (await minor_balance(client, tenant.headers))["free"] == 4300
     assert await count_rows(state, "ledger_entries") == 2
     assert await verify(state) == []
 
@@ -202,7 +202,7 @@ async def test_concurrent_idempotent_race_with_a_different_body_conflicts(client
         else:
             assert response.status_code == 409
             assert response.json()["code"] == "idempotency_key_reused"
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 5000 - amount
+    assert (await minor_balance(client, tenant.headers))["free"] == 5000 - amount
     assert await verify(state) == []
 
 
@@ -217,5 +217,5 @@ async def test_concurrent_charges_across_organizations_do_not_interfere(client, 
     )
     assert Counter(r.status_code for r in responses) == {201: 30, 402: 10}
     for t in tenants:
-        assert (await client.get("/v1/billing/balance", headers=t.headers)).json()["free"] == 0
+        assert (await minor_balance(client, t.headers))["free"] == 0
     assert await verify(state) == []

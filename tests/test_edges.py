@@ -194,9 +194,9 @@ async def test_major_unit_top_up_refuses_huge_strings_and_exponents_fast(client,
 
     accepted = await post_raw(client, "POST", "/v1/billing/topup", b'{"amount": 10.5}', headers)
     assert accepted.status_code == 201, accepted.text
-    assert accepted.json()["amount_cents"] == 1050
+    assert accepted.json()["amount"] == 10.5
     balance = await client.get("/v1/billing/balance", headers=headers)
-    assert balance.json()["free"] == 1050
+    assert balance.json()["free"] == 10.5
 
 
 # -- probe: integers past 2**53 / 2**63 / 2**64, strings and floats in integer fields ----------
@@ -397,7 +397,7 @@ async def test_a_refund_reference_is_booked_once_even_when_racing(client, state)
     )
     assert refunds == 1
     balance = await client.get("/v1/billing/balance", headers=headers)
-    assert balance.json()["free"] == 10_000 - 200
+    assert balance.json()["free"] == (10_000 - 200) / 100  # document 004: major units
 
 
 # -- probe: webhooks naming an unknown organization --------------------------------------------
@@ -420,7 +420,7 @@ async def test_a_webhook_for_an_unknown_organization_is_acknowledged_and_recorde
     )
 
     assert delivered.status_code == 200, delivered.text
-    assert delivered.json()["duplicate"] is False
+    assert delivered.json()["idempotent"] is False
     outcome = await count(
         state,
         "SELECT count(*) FROM provider_events WHERE event_id = :id AND outcome = 'unknown_organization'",
@@ -436,7 +436,7 @@ async def test_a_webhook_for_an_unknown_organization_is_acknowledged_and_recorde
         "/v1/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload)}
     )
     assert again.status_code == 200, again.text
-    assert again.json()["duplicate"] is True
+    assert again.json()["idempotent"] is True
     assert await snapshot(state) == after
     balance = await client.get("/v1/billing/balance", headers=headers)
     assert balance.json()["free"] == 0
@@ -472,9 +472,9 @@ async def test_stripe_signatures_must_be_dated_within_five_minutes(stripe_client
             headers={"Stripe-Signature": sign(payload, timestamp=stamp)},
         )
         assert response.status_code == 200, response.text
-        assert response.json()["duplicate"] is False
+        assert response.json()["idempotent"] is False
     balance = await client.get("/v1/billing/balance", headers=headers)
-    assert balance.json()["free"] == 2000
+    assert balance.json()["free"] == 20.0  # document 004: major units
 
 
 # -- probe: Idempotency-Key length -------------------------------------------------------------
@@ -626,7 +626,7 @@ async def test_a_top_up_key_is_honoured_across_two_server_processes(two_servers,
         assert replay.json()["payment_intent_id"] == succeeded[0].json()["payment_intent_id"]
 
         balance = await second.get("/v1/billing/balance", headers=headers)
-        assert balance.json()["free"] == 5000
+        assert balance.json()["free"] == 50.0  # document 004: major units
         after = await snapshot(state)
         assert len(after["payments"]) == len(before["payments"]) + 1
         assert len(after["ledger_entries"]) == len(before["ledger_entries"]) + 1

@@ -182,9 +182,9 @@ async def test_rate_limit_answers_429_with_retry_after(make_state, new_tenant):
             headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
 
             for _ in range(3):
-                ok = await client.get("/v1/billing/balance", headers=headers)
+                ok = await client.get("/v1/billing", headers=headers)
                 assert ok.status_code == 200, ok.text
-            limited = await client.get("/v1/billing/balance", headers=headers)
+            limited = await client.get("/v1/billing", headers=headers)
             body = assert_error(limited, 429, "rate_limited")
             assert int(limited.headers["Retry-After"]) >= 1
             assert body["error"].get("fix")

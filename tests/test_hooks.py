@@ -18,7 +18,7 @@ from billfold import PriceQuote, RetryLater, WorkerTask, emit, hookimpl, now
 from billfold.db import utcnow
 from billfold.payments.provider import Intent
 from billfold.plugins import create_plugin_manager
-from conftest import ADMIN, assert_error, count_rows, open_client, verify
+from conftest import ADMIN, assert_error, count_rows, minor_balance, open_client, verify
 from test_payments_local import WebhookLocalProvider
 
 
@@ -122,7 +122,7 @@ async def test_domain_events_reach_plugins_inside_the_writing_transaction(
     recorder.explode_on = "payment.succeeded"
     failed = await client.post("/v1/billing/top-up", json={"amount_cents": 2000}, headers=tenant.headers)
     assert_error(failed, 500, "internal_error")
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 1500
+    assert (await minor_balance(client, tenant.headers))["free"] == 1500
     async with state.engine.connect() as conn:
         succeeded = await conn.execute(
             text("SELECT count(*) FROM outbox_events WHERE type = 'payment.succeeded'")
@@ -199,7 +199,7 @@ async def test_month_close_is_called_in_a_transaction(state, recorder):
 
 async def test_worker_tasks_run_on_their_interval(state, recorder):
     await state.worker.load_handlers()
-    assert [t.name for t in state.worker.tasks] == ["tick"]
+    assert "tick" in [t.name for t in state.worker.tasks]
     state.worker.start()
     await asyncio.sleep(0.3)
     await state.worker.stop()

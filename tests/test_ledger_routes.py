@@ -8,13 +8,11 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN, assert_error, count_rows, verify
+from conftest import ADMIN, assert_error, count_rows, minor_balance, verify
 
 
 async def balance(client, tenant) -> dict:
-    response = await client.get("/v1/billing/balance", headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    return response.json()
+    return await minor_balance(client, tenant.headers)
 
 
 async def charge(client, tenant, amount: int, *, key: str | None = None, **fields):

@@ -20,7 +20,7 @@ from billfold.events.models import OutboxEvent
 from billfold.events.outbox import emit
 from billfold.ledger.models import Entry
 from billfold.plugins import create_plugin_manager
-from conftest import ADMIN, assert_error, config_text, count_rows, open_client, verify
+from conftest import ADMIN, assert_error, config_text, count_rows, minor_balance, open_client, verify
 
 EVENT = "testplugin.entry_written"
 
@@ -244,14 +244,14 @@ async def test_authorize_debit_refusal_is_402_with_the_plugin_code(client, new_t
     held = await client.post("/v1/billing/holds", json={"amount_cents": 600}, headers=tenant.headers)
     assert_error(held, 402, "cap_reached")
     assert await count_rows(state, "ledger_entries") == entries
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 10000
+    assert (await minor_balance(client, tenant.headers))["free"] == 10000
 
     allowed = await client.post("/v1/billing/charges", json={"amount_cents": 500}, headers=tenant.headers)
     assert allowed.status_code == 201, allowed.text
     assert plugin.authorized == [("debit", 501), ("hold", 600), ("debit", 500)]
     # credits and operator adjustments are not debits: the plugin is not asked
     assert all(kind in ("debit", "hold") for kind, _ in plugin.authorized)
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 9500
+    assert (await minor_balance(client, tenant.headers))["free"] == 9500
     assert await verify(state) == []
 
 
@@ -291,7 +291,7 @@ async def test_a_failing_reaction_rolls_the_entry_and_its_event_back(client, new
 
     assert await outbox_events(state) == events_before  # the event it wrote is gone with the charge
     assert await count_rows(state, "ledger_entries") == entries_before
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 1000
+    assert (await minor_balance(client, tenant.headers))["free"] == 1000
     async with state.engine.connect() as conn:
         found = await conn.execute(text("SELECT count(*) FROM ledger_entries WHERE description = 'explode'"))
         assert found.scalar_one() == 0
@@ -303,7 +303,7 @@ async def test_a_failing_reaction_rolls_the_entry_and_its_event_back(client, new
     )
     assert retried.status_code == 201, retried.text
     assert "Idempotent-Replayed" not in retried.headers
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json()["free"] == 900
+    assert (await minor_balance(client, tenant.headers))["free"] == 900
     assert await verify(state) == []
 
 

@@ -16,5 +16,5 @@ async def test_charge_and_balance(client, tenant, state):
     assert r.status_code == 201, r.text
     print(r.json())
     r = await client.get("/v1/billing/balance", headers=tenant.headers)
-    assert r.json()["free"] == 19984
+    assert r.json() == {"free": 199.84, "reserved": 0.0, "total": 199.84, "currency": "USD"}
     assert await verify(state) == []

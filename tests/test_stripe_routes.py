@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from billfold.api.app import Billfold, create_app
 from billfold_stripe.provider import StripeProvider
-from conftest import assert_error, verify
+from conftest import assert_error, minor_balance, verify
 from stripe_support import (
     CARD_3DS,
     CARD_DECLINED_AT_CHARGE,
@@ -85,9 +85,7 @@ async def billfold_url(state: Billfold, client: httpx.AsyncClient) -> AsyncItera
 
 
 async def balance(client: httpx.AsyncClient, tenant: Any) -> int:
-    response = await client.get("/v1/billing/balance", headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    return int(response.json()["free"])
+    return int((await minor_balance(client, tenant.headers))["free"])
 
 
 async def wait_for_balance(client: httpx.AsyncClient, tenant: Any, expected: int, seconds: float = 6) -> None:
@@ -203,7 +201,7 @@ async def test_three_d_secure_then_webhook_credits_once(
         headers={"Stripe-Signature": delivery.headers["Stripe-Signature"]},
     )
     assert again.status_code == 200, again.text
-    assert again.json()["duplicate"] is True
+    assert again.json()["idempotent"] is True
     assert await balance(client, tenant) == 5000
     assert await verify(state) == []
 
@@ -308,7 +306,7 @@ async def test_a_card_saved_in_the_browser_is_recorded_with_its_details_from_the
 async def enable_auto_reload(client: httpx.AsyncClient, tenant: Any) -> None:
     response = await client.put(
         "/v1/billing/auto-reload",
-        json={"enabled": True, "threshold_cents": 1000, "amount_cents": 5000},
+        json={"enabled": True, "trigger_threshold": 10, "reload_amount": 50},
         headers=tenant.headers,
     )
     assert response.status_code == 200, response.text
@@ -367,13 +365,17 @@ async def test_auto_reload_needing_3d_secure_asks_the_customer(
     required = await client.get(
         f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers
     )
-    action = required.json()["action"]
-    assert required.json()["requiresAction"] is True
-    assert action["next_action"] == "confirm_payment"
+    action = required.json()  # document 002: the latest unresolved challenge
+    assert action["amountDecimillicents"] == 5000 * 100_000
+    assert action["clientSecret"].startswith(action["stripePaymentIntentId"])
     assert await balance(client, tenant) == 700
 
-    await localstripe.authenticate(action["payment_intent_id"], action["client_secret"])
+    await localstripe.authenticate(action["stripePaymentIntentId"], action["clientSecret"])
     await wait_for_balance(client, tenant, 5700)
+    cleared = await client.get(
+        f"/v1/billing/{tenant.org_id}/auto-recharge/requires-action", headers=tenant.headers
+    )
+    assert cleared.json() is None
     assert await verify(state) == []
 
 
@@ -400,10 +402,11 @@ def recorded_checkout(
 async def test_checkout_then_completed_webhook_credits_once(
     recorded_checkout: list[RecordedStripeHTTPClient], client: httpx.AsyncClient, tenant: Any, state: Billfold
 ) -> None:
+    # document 002's one-time top-up: a hosted checkout, credited when Stripe reports it paid
     response = await client.post(
-        "/v1/billing/checkout",
+        f"/v1/billing/{tenant.org_id}/top-up",
         json={
-            "amountCents": 2500,
+            "amountDecimillicents": 2500 * 100_000,
             "successUrl": "https://app.example.com/ok",
             "cancelUrl": "https://app.example.com/no",
         },
@@ -412,6 +415,7 @@ async def test_checkout_then_completed_webhook_credits_once(
 
     assert response.status_code == 200, response.text
     session = response.json()
+    assert set(session) == {"id", "url"}
     assert session["url"].startswith("https://checkout.stripe.com/c/pay/cs_test_")
     (http,) = recorded_checkout
     (sent,) = http.requests_to("/v1/checkout/sessions")
@@ -427,7 +431,7 @@ async def test_checkout_then_completed_webhook_credits_once(
     for path in ("/v1/stripe/webhook", "/v1/webhooks/stripe"):
         delivered = await client.post(path, content=payload, headers={"Stripe-Signature": sign(payload)})
         assert delivered.status_code == 200, delivered.text
-    assert delivered.json()["duplicate"] is True
+    assert delivered.json()["idempotent"] is True
     assert await balance(client, tenant) == 2500
     assert await verify(state) == []
 
@@ -436,7 +440,9 @@ async def test_billing_portal(
     recorded_checkout: list[RecordedStripeHTTPClient], client: httpx.AsyncClient, tenant: Any
 ) -> None:
     response = await client.post(
-        "/v1/billing/portal", json={"returnUrl": "https://app.example.com/billing"}, headers=tenant.headers
+        "/v1/billing/portal",
+        json={"organizationId": tenant.org_id, "returnUrl": "https://app.example.com/billing"},
+        headers=tenant.headers,
     )
     assert response.status_code == 200, response.text
     assert response.json()["url"].startswith("https://billing.stripe.com/p/session/")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+import uuid
 
 import pytest
 
-from conftest import ADMIN, assert_error, verify
+from conftest import ADMIN, assert_error, minor_balance, verify
 
 TX = "/v1/billing/transactions"
 
@@ -309,65 +310,79 @@ async def test_pagination_walk_under_concurrent_writes(client, new_tenant, state
 
 
 async def test_credits(client, new_tenant):
+    """Document 002: balance, reserved and available (balance - reserved) in decimillicents."""
     tenant = await new_tenant(balance=5000)
     await client.post("/v1/billing/holds", json={"amount_cents": 1200}, headers=tenant.headers)
     response = await client.get(f"/v1/billing/{tenant.org_id}/credits", headers=tenant.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "organizationId": tenant.org_id,
-        "currency": "usd",
-        "balanceCents": 3800,
-        "reservedCents": 1200,
-        "totalCents": 5000,
+        "creditsBalanceDecimillicents": 5000 * 100_000,
+        "reservedCreditsDecimillicents": 1200 * 100_000,
+        "availableDecimillicents": 3800 * 100_000,
+        "isSuspended": False,
+        "suspendedAt": None,
+        "paymentGracePeriodEndsAt": None,
     }
+    blocked = await client.put(
+        f"/v1/admin/organizations/{tenant.org_id}/status", json={"status": "blocked"}, headers=ADMIN
+    )
+    assert blocked.status_code == 200, blocked.text
+    suspended = (await client.get(f"/v1/billing/{tenant.org_id}/credits", headers=tenant.headers)).json()
+    assert suspended["isSuspended"] is True
+    assert suspended["suspendedAt"] == blocked.json()["suspended_at"]
 
 
 async def test_credit_history_walk(client, new_tenant, state):
     tenant = await new_tenant()
-    existing = await make_entries(client, tenant, 23)
+    await make_entries(client, tenant, 23)
     url = f"/v1/billing/{tenant.org_id}/credits/history"
 
     first = await client.get(f"{url}?limit=5", headers=tenant.headers)
     assert first.status_code == 200, first.text
     body = first.json()
-    assert set(body) == {"items", "nextCursor", "hasMore"}
+    assert set(body) == {"items", "cursor", "hasMore"}
     item = body["items"][0]
     assert set(item) == {
         "id",
-        "kind",
-        "amountCents",
-        "balanceAfterCents",
-        "description",
-        "metadata",
+        "entryType",
+        "amountDecimillicents",
+        "reason",
+        "referenceId",
+        "balanceAfter",
         "createdAt",
     }
-    assert item["id"] == existing[-1]  # newest first
-    assert item["kind"] == "debit"
-    assert item["amountCents"] == -22
-    assert item["balanceAfterCents"] == 1_000_000 - sum(range(1, 23))
+    uuid.UUID(item["id"])
+    assert item["entryType"] == "usage"  # newest first: the last charge
+    assert item["reason"] == "charge 22"
+    assert item["amountDecimillicents"] == -22 * 100_000
+    assert item["balanceAfter"] == (1_000_000 - sum(range(1, 23))) * 100_000
 
-    seen = [i["id"] for i in body["items"]]
-    cursor, has_more = body["nextCursor"], body["hasMore"]
+    seen = [i["reason"] for i in body["items"]]
+    cursor, has_more = body["cursor"], body["hasMore"]
     while has_more:
         page, _ = await asyncio.gather(
             client.get(f"{url}?limit=5&cursor={cursor}", headers=tenant.headers), _writer(client, tenant, 2)
         )
         assert page.status_code == 200, page.text
-        seen.extend(i["id"] for i in page.json()["items"])
-        cursor, has_more = page.json()["nextCursor"], page.json()["hasMore"]
+        seen.extend(i["reason"] for i in page.json()["items"])
+        cursor, has_more = page.json()["cursor"], page.json()["hasMore"]
         await _writer(client, tenant, 1)
-    assert seen == existing[::-1]  # every entry that existed, once, newest first; later ones are not mixed in
+    # every entry that existed, once, newest first; later ones are not mixed in
+    assert seen == [f"charge {i}" for i in range(22, 0, -1)] + ["opening"]
     assert cursor is None
 
     total = (await listing(client, tenant, "?limit=1"))["total"]
     assert 23 < total < 50
     default = (await client.get(url, headers=tenant.headers)).json()  # limit 50 by default
     assert len(default["items"]) == total
-    assert default["hasMore"] is False
-    assert default["nextCursor"] is None
-    for bad in ("0", "201", "x"):
-        assert_error(await client.get(f"{url}?limit={bad}", headers=tenant.headers), 400, field="limit")
-    assert_error(await client.get(f"{url}?cursor=zzz", headers=tenant.headers), 400, field="cursor")
+    assert default["hasMore"] is False and default["cursor"] is None
+    # the product parses limit leniently: clamped to 1..100, anything unparseable is 50
+    for lenient, expected in (("0", 1), ("-4", 1), ("201", total), ("x", total), ("", total)):
+        page = (await client.get(f"{url}?limit={lenient}", headers=tenant.headers)).json()
+        assert len(page["items"]) == expected, lenient
+    for bad in ("zzz", str(uuid.uuid4()), "1"):
+        response = await client.get(f"{url}?cursor={bad}", headers=tenant.headers)
+        assert response.status_code == 400 and response.json()["_tag"] == "HttpApiDecodeError", response.text
     assert await verify(state) == []
 
 
@@ -377,10 +392,11 @@ async def test_credit_history_walk(client, new_tenant, state):
 async def test_balance_free_reserved_total(client, new_tenant, state):
     tenant = await new_tenant(balance=10000)
     response = await client.get("/v1/billing/balance", headers=tenant.headers)
-    assert response.json() == {"free": 10000, "reserved": 0, "total": 10000, "currency": "usd"}
+    # document 004: major units as JSON numbers, the currency upper-case
+    assert response.json() == {"free": 100.0, "reserved": 0.0, "total": 100.0, "currency": "USD"}
     held = await client.post("/v1/billing/holds", json={"amount_cents": 2500}, headers=tenant.headers)
     await charge(client, tenant, 500)
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json() == {
+    assert (await minor_balance(client, tenant.headers)) == {
         "free": 7000,
         "reserved": 2500,
         "total": 9500,
@@ -390,7 +406,7 @@ async def test_balance_free_reserved_total(client, new_tenant, state):
     await client.post(
         f"/v1/billing/holds/{hold_id}/capture", json={"amount_cents": 1000}, headers=tenant.headers
     )
-    assert (await client.get("/v1/billing/balance", headers=tenant.headers)).json() == {
+    assert (await minor_balance(client, tenant.headers)) == {
         "free": 8500,
         "reserved": 0,
         "total": 8500,

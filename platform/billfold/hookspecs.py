@@ -63,7 +63,7 @@ class WorkerTask(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     interval_seconds: float
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Awaitable[object]]
 
 
 class PluginState(Protocol):

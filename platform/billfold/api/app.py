@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billfold import __version__
 from billfold.api.auth import KEYS_STATE_KEY, OPERATOR_STATE_KEY, OperatorAuth, provide_org_scope
 from billfold.api.dependencies import resolve_in_sequence
-from billfold.api.errors import exception_handlers
+from billfold.api.errors import FAMILY_004_STATE_KEY, exception_handlers
 from billfold.api.openapi import (
     PYTHON_SPACE,
     BodySchemaPlugin,
@@ -205,6 +205,7 @@ class Billfold:
             "currencies": value(self.config.currencies),
             "holds_config": value(self.config.holds),
             "production": value(self.config.is_production),
+            "plans": value(self.config.plans),
             "wake_worker": value(self.worker.wake),
             "provider": Provide(self.provider_now, sync_to_thread=False),
         }
@@ -258,24 +259,21 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
     configured top-up bounds and currencies (the widest over the currencies: a currency's own
     bounds are in the description), the hold lifetime, a non-blank name, a non-zero adjustment,
     and the two amounts that must come with enabling auto-reload."""
+    from billfold.api import family_002 as f002
+    from billfold.api import family_004 as f004
     from billfold.ledger.schemas import HoldIn
     from billfold.orgs.schemas import AdjustmentIn, OrganizationCreate
-    from billfold.payments.schemas import (
-        AutoReloadPut,
-        BillingAccountPatch,
-        CheckoutIn,
-        MajorTopUpIn,
-        OrganizationBillingPatch,
-        TopUpIn,
-    )
+    from billfold.payments.schemas import BillingAccountPatch, TopUpIn
 
     currencies = config.currencies
     per_currency = "; ".join(
         f"{code}: {c.minimum_top_up} to {c.maximum_top_up}" for code, c in sorted(currencies.items())
     )
+    lowest = min(c.minimum_top_up for c in currencies.values())
+    highest = max(c.maximum_top_up for c in currencies.values())
     top_up = {
-        "minimum": min(c.minimum_top_up for c in currencies.values()),
-        "maximum": max(c.maximum_top_up for c in currencies.values()),
+        "minimum": lowest,
+        "maximum": highest,
         "description": f"Minor units, within the organization's currency's top-up bounds ({per_currency}).",
     }
     decimals = max(c.minor_units for c in currencies.values())
@@ -297,17 +295,24 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
 
     return {
         TopUpIn: {"amount_cents": top_up},
-        CheckoutIn: {"amountCents": top_up},
-        MajorTopUpIn: {"amount": major, "currency": currency},
+        f002.HostedTopUpRequest: {
+            "amountDecimillicents": {
+                "minimum": lowest * f002.DECIMILLICENTS_PER_CENT,
+                "maximum": highest * f002.DECIMILLICENTS_PER_CENT,
+            }
+        },
+        f004.MajorTopUpRequest: {"amount": major, "currency": currency},
         OrganizationCreate: {"name": non_blank, "currency": currency},
         HoldIn: {"expires_in_seconds": {"maximum": config.holds.max_expires_in_seconds}},
         AdjustmentIn: {"amount_cents": {"not": {"const": 0}}},
         BillingAccountPatch: {
             "": together("auto_reload_enabled", "auto_reload_minimum_cents", "auto_reload_amount_cents")
         },
-        AutoReloadPut: {"": together("enabled", "threshold_cents", "amount_cents")},
-        OrganizationBillingPatch: {
-            "": together("autoRechargeEnabled", "autoRechargeThresholdCents", "autoRechargeAmountCents")
+        f004.AutoReloadUpdate: {
+            "": together("enabled", "trigger_threshold", "reload_amount"),
+            "trigger_threshold": {"multipleOf": 10**-decimals if decimals else 1},
+            "reload_amount": {"exclusiveMinimum": 0, "multipleOf": 10**-decimals if decimals else 1},
+            "monthly_limit": {"multipleOf": 10**-decimals if decimals else 1},
         },
     }
 
@@ -334,8 +339,16 @@ class BillfoldPlugin(InitPluginProtocol):
         self._configure_rate_limits(app_config)
         self._configure_openapi(app_config)
         self._configure_lifespan(app_config)
+        config = self.billfold.config
         app_config.state.update(
-            {OPERATOR_STATE_KEY: self.billfold.operator, KEYS_STATE_KEY: self.billfold.keys}
+            {
+                OPERATOR_STATE_KEY: self.billfold.operator,
+                KEYS_STATE_KEY: self.billfold.keys,
+                FAMILY_004_STATE_KEY: {
+                    "topup_url": config.portal.topup_url,
+                    "minor_units": {code: c.minor_units for code, c in config.currencies.items()},
+                },
+            }
         )
         return app_config
 
@@ -344,6 +357,8 @@ class BillfoldPlugin(InitPluginProtocol):
         from billfold.ledger.routes import CreditsController, LedgerController
         from billfold.orgs.routes import AdminController, KeysController
         from billfold.payments.routes import PAYMENT_ROUTES
+        from billfold.payments.routes_002 import ROUTES_002
+        from billfold.payments.routes_004 import ROUTES_004
 
         app_config.route_handlers.extend(
             [
@@ -353,6 +368,8 @@ class BillfoldPlugin(InitPluginProtocol):
                 LedgerController,
                 CreditsController,
                 *PAYMENT_ROUTES,
+                *ROUTES_002,
+                *ROUTES_004,
             ]
         )
         for answer in self.billfold.hooks.call_sync("billfold_routes"):

@@ -23,6 +23,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import IntegrityError
 
+from billfold.api import family_002, family_004
 from billfold.errors import BillfoldError
 
 logger = logging.getLogger("billfold.api")
@@ -71,9 +72,21 @@ def error_response(
         error["provider"] = provider
     if provider_code:
         error["providerCode"] = provider_code
-    body: dict[str, Any] = {"trackingId": tracking_id, "code": code, "message": message, "error": error}
-    if extra:
-        body.update({k: v for k, v in extra.items() if k not in body})
+    family = _family(request)
+    body: dict[str, Any]
+    if family == family_002.FAMILY and status_code == 422:
+        status_code = 400  # the product's errors have no 422: "understood but not possible" is a BadRequest
+    if family == family_002.FAMILY:
+        issues = None
+        if status_code == 400 and code in DECODE_CODES:
+            issues = [{"_tag": "Type", "path": field.split(".") if field else [], "message": message}]
+        body = family_002.error_body(status_code, message, tracking_id, issues)
+    elif family == family_004.FAMILY:
+        body = _family_004_body(request, status_code, code, message, tracking_id, fix, field, extra or {})
+    else:
+        body = {"trackingId": tracking_id, "code": code, "message": message, "error": error}
+        if extra:
+            body.update({k: v for k, v in extra.items() if k not in body})
     level = logging.ERROR if status_code >= 500 else logging.INFO
     logger.log(
         level,
@@ -90,6 +103,50 @@ def error_response(
         status_code=status_code,
         headers={**(headers or {}), TRACKING_HEADER: tracking_id},
     )
+
+
+DECODE_CODES = frozenset(
+    {"validation_error", "invalid_json", "nesting_too_deep", "nul_character", "not_whole_cents"}
+)
+"""400s that mean the request did not decode into its schema (document 002's HttpApiDecodeError)."""
+FAMILY_004_STATE_KEY = "billfold_family_004"
+
+
+def _family(request: Request[Any, Any, Any]) -> str | None:
+    """The API document family of the route that failed (``opt={"family": ...}``), if any."""
+    handler = request.scope.get("route_handler")
+    if handler is None:
+        return None
+    family: str | None = handler.opt.get("family")
+    return family
+
+
+def _family_004_body(
+    request: Request[Any, Any, Any],
+    status_code: int,
+    code: str,
+    message: str,
+    tracking_id: str,
+    fix: str | None,
+    field: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    context = request.app.state.get(FAMILY_004_STATE_KEY) or {}
+    if status_code == 402 and code == "insufficient_funds":
+        units = context.get("minor_units", {}).get(extra.get("currency"), 2)
+        return family_004.insufficient_body(
+            message,
+            tracking_id,
+            balance=family_004.major(int(extra.get("balance_cents", 0)), units),
+            required=family_004.major(int(extra.get("required_cents", 0)), units),
+            topup_url=context.get("topup_url"),
+        )
+    detail: dict[str, Any] = {}
+    if field:
+        detail["field"] = field
+    if fix:
+        detail["fix"] = fix
+    return family_004.error_body(code, message, tracking_id, [detail] if detail else [])
 
 
 def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Response[dict[str, Any]]:

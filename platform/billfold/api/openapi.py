@@ -51,6 +51,30 @@ class ErrorEnvelope(msgspec.Struct, rename="camel"):
     error: ErrorDetail
 
 
+class Error002(msgspec.Struct, omit_defaults=True):
+    """Document 002's tagged error (``issues`` when the request did not decode: HttpApiDecodeError)."""
+
+    _tag: str = msgspec.field(name="_tag")
+    message: str
+    trackingId: str
+    issues: list[dict[str, Any]] | None = None
+
+
+class Error004(msgspec.Struct, omit_defaults=True):
+    """Document 004's error; a 402 for money carries the balance, the amount required (major
+    units) and where to top up instead of ``details``."""
+
+    error: str
+    message: str
+    trackingId: str
+    details: list[dict[str, Any]] | None = None
+    balance: float | None = None
+    required_amount: float | None = None
+    topup_url: str | None = None
+
+
+_ENVELOPES: dict[str | None, type[msgspec.Struct]] = {None: ErrorEnvelope, "002": Error002, "004": Error004}
+
 _DESCRIPTIONS = {
     400: "Invalid request: the field is named in `error.field`",
     401: "Missing, malformed or revoked API key",
@@ -71,14 +95,16 @@ BODY = (413, 415)
 """What every route that reads a JSON body can answer besides: too large, not JSON."""
 
 
-def responses(*codes: int, public: bool = False, body: bool = False) -> dict[int, ResponseSpec]:
+def responses(
+    *codes: int, public: bool = False, body: bool = False, family: str | None = None
+) -> dict[int, ResponseSpec]:
     """ResponseSpecs of the error envelope for ``codes`` plus the ones every route can answer
-    (``public``: no key is asked for, so no 401; ``body``: the route reads a JSON body)."""
+    (``public``: no key is asked for, so no 401; ``body``: the route reads a JSON body; ``family``:
+    the API document whose error shape the route answers, "002" or "004")."""
     wanted = set(codes) | ({400, 429} if public else set(ALWAYS)) | (set(BODY) if body else set())
+    envelope = _ENVELOPES[family]
     return {
-        code: ResponseSpec(
-            data_container=ErrorEnvelope, description=_DESCRIPTIONS[code], generate_examples=False
-        )
+        code: ResponseSpec(data_container=envelope, description=_DESCRIPTIONS[code], generate_examples=False)
         for code in sorted(wanted)
     }
 

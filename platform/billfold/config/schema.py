@@ -56,6 +56,63 @@ class AutoReloadDefaults(_Section, frozen=True, forbid_unknown_fields=True, kw_o
     amount_cents: int = 5000
     monthly_limit_cents: int | None = None
     max_consecutive_failures: int = 3
+    """Then auto-reload pauses until the tenant re-enables it."""
+    max_per_day: int = 3
+    """At most this many reloads a (UTC, business) day per organization (document 004's rule)."""
+    retry_after_hours: float = 24
+    """A declined reload is tried once more after this long (business time); then the tenant is told."""
+
+    def __post_init__(self) -> None:
+        if self.max_per_day < 1:
+            raise ValueError("max_per_day must be at least 1")
+        if self.retry_after_hours < 0:
+            raise ValueError("retry_after_hours must not be negative")
+
+
+class PortalConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where a tenant is sent: 004's 402 body carries ``topup_url``."""
+
+    topup_url: str | None = None
+
+
+class PlanStep(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One step of a plan ladder; ``price_id`` is the payment provider's price that buys it."""
+
+    price_id: str | None = None
+    messages_cap: int | None = None
+    cost_cap: int | None = None
+    sms_cap: int | None = None
+    call_cap: int | None = None
+
+    @property
+    def paid(self) -> bool:
+        return self.price_id is not None
+
+
+class PlansConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Document 003's two ladders: a message step (a count per cycle) and a budget step (money on
+    sms and calls per cycle, minor units). ``default`` names the steps organizations start on."""
+
+    default: dict[str, str] = msgspec.field(default_factory=lambda: {"message": "free", "budget": "free"})
+    message: dict[str, PlanStep] = msgspec.field(default_factory=lambda: {"free": PlanStep()})
+    budget: dict[str, PlanStep] = msgspec.field(default_factory=lambda: {"free": PlanStep()})
+
+    def __post_init__(self) -> None:
+        for ladder in ("message", "budget"):
+            step = self.default.get(ladder)
+            if step not in getattr(self, ladder):
+                raise ValueError(f"default.{ladder} `{step}` is not a step of plans.{ladder}")
+        paid = [n for ladder in (self.message, self.budget) for n, s in ladder.items() if s.paid]
+        if len(set(paid)) != len(paid):
+            raise ValueError("the name of a step with a price_id must be unique across both ladders")
+
+    def paid_step(self, name: str) -> tuple[str, PlanStep] | None:
+        """(ladder, step) of the step with a provider price called ``name``."""
+        for ladder in ("message", "budget"):
+            step = getattr(self, ladder).get(name)
+            if step is not None and step.paid:
+                return ladder, step
+        return None
 
 
 class RateLimitsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -99,6 +156,8 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     currencies: dict[str, CurrencyConfig] = msgspec.field(default_factory=dict)
     channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
     auto_reload: AutoReloadDefaults = msgspec.field(default_factory=AutoReloadDefaults)
+    plans: PlansConfig = msgspec.field(default_factory=PlansConfig)
+    portal: PortalConfig = msgspec.field(default_factory=PortalConfig)
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)

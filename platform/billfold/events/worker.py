@@ -140,7 +140,7 @@ class Worker:
             await loop
 
 
-async def _guarded(name: str, run: Callable[[], Awaitable[None]]) -> None:
+async def _guarded(name: str, run: Callable[[], Awaitable[object]]) -> None:
     try:
         await run()
     except Exception:

@@ -12,9 +12,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
+from billfold.api import family_002 as f002
+from billfold.api import family_004 as f004
 from billfold.api.auth import OrgScope, tenant_guard
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
-from billfold.api.params import CURSOR, INSTANT, LIMIT, anchored, parse_cursor, parse_instant, parse_limit
+from billfold.api.params import CURSOR, INSTANT, anchored, parse_cursor, parse_instant
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig, HoldsConfig
 from billfold.errors import ValidationFailed
@@ -23,13 +25,9 @@ from billfold.ledger.idempotency import IdempotencyService, Reply
 from billfold.ledger.models import ENTRY_KINDS
 from billfold.ledger.rows import HoldRow, Posted
 from billfold.ledger.schemas import (
-    Balance,
     CaptureIn,
     ChargeIn,
     ChargeOut,
-    CreditHistoryItem,
-    CreditHistoryPage,
-    CreditsOut,
     HoldIn,
     HoldOut,
     HoldResult,
@@ -40,6 +38,7 @@ from billfold.ledger.schemas import (
     to_transaction,
 )
 from billfold.ledger.service import LedgerService
+from billfold.orgs.service import OrgService
 
 Currencies = Mapping[str, CurrencyConfig]
 
@@ -224,13 +223,25 @@ class LedgerController(Controller):
     @get(
         "/balance",
         operation_id="GetBalance",
-        summary="free, reserved and total, in minor units",
-        responses=responses(404),
+        summary="free, reserved and total, in major units (document 004)",
+        responses=responses(404, family="004"),
+        opt=f004.OPT,
+        tags=["billing (004)"],
     )
     async def get_balance(
-        self, org: NamedDependency[OrgScope], ledger: NamedDependency[LedgerService]
-    ) -> Balance:
-        return to_balance(await ledger.account(org.org_id))
+        self,
+        org: NamedDependency[OrgScope],
+        ledger: NamedDependency[LedgerService],
+        currencies: NamedDependency[Currencies],
+    ) -> f004.Balance:
+        account = await ledger.account(org.org_id)
+        units = minor_units(currencies, account.currency)
+        return f004.Balance(
+            free=f004.major(account.free_cents, units),
+            reserved=f004.major(account.reserved_cents, units),
+            total=f004.major(account.total_cents, units),
+            currency=f004.currency_code(account.currency),
+        )
 
     @get(
         "/transactions",
@@ -305,38 +316,42 @@ class LedgerController(Controller):
 
 
 class CreditsController(Controller):
-    """Document 002's credit routes, keyed by the organization in the path."""
+    """Document 002's credit routes, keyed by the organization in the path (decimillicents)."""
 
     path = "/v1/billing/{organization_id:str}"
-    tags = ["credits"]
+    tags = ["credits (002)"]
     guards = [tenant_guard]
+    opt = f002.OPT
 
     @get(
         "/credits",
         operation_id="GetCredits",
-        summary="The organization's credits",
-        responses=responses(403, 404),
+        summary="The organization's credits: balance, reserved, available",
+        responses=responses(403, 404, family="002"),
     )
     async def get_credits(
         self,
         organization_id: FromPath[str],
         org: NamedDependency[OrgScope],
         ledger: NamedDependency[LedgerService],
-    ) -> CreditsOut:
+        orgs: NamedDependency[OrgService],
+    ) -> f002.Credits:
         account = await ledger.account(org.org_id)
-        return CreditsOut(
-            organization_id=org.org_id,
-            currency=account.currency,
-            balance_cents=account.free_cents,
-            reserved_cents=account.reserved_cents,
-            total_cents=account.total_cents,
+        found = await orgs.get(org.org_id)
+        return f002.Credits(
+            credits_balance_decimillicents=f002.to_decimillicents(account.total_cents),
+            reserved_credits_decimillicents=f002.to_decimillicents(account.reserved_cents),
+            available_decimillicents=f002.to_decimillicents(account.free_cents),
+            is_suspended=found.is_suspended,
+            suspended_at=found.suspended_at,
+            payment_grace_period_ends_at=None,
         )
 
     @get(
         "/credits/history",
         operation_id="GetCreditHistory",
-        summary="Credit history, newest first",
-        responses=responses(403, 404),
+        summary="Credit history, newest first (limit clamped to 1..100, default 50)",
+        responses=responses(403, 404, family="002"),
     )
     async def get_credit_history(
         self,
@@ -344,31 +359,43 @@ class CreditsController(Controller):
         org: NamedDependency[OrgScope],
         ledger: NamedDependency[LedgerService],
         limit: Annotated[
-            str | None, QueryParameter(max_length=3, pattern=anchored(LIMIT), description="1-200, default 50")
+            str | None,
+            QueryParameter(
+                max_length=20,
+                description="Parsed leniently: missing or not a number is 50, "
+                "any number is clamped to 1..100",
+            ),
         ] = None,
         cursor: Annotated[
             str | None,
             QueryParameter(
-                max_length=18, pattern=anchored(CURSOR), description="`nextCursor` of the previous page"
+                max_length=36,
+                pattern=f002.CURSOR_PATTERN,
+                description="`cursor` of the previous page (the UUID of its last item)",
             ),
         ] = None,
-    ) -> CreditHistoryPage:
+    ) -> f002.CreditHistory:
         page = await ledger.list_entries(
-            org.org_id, limit=parse_limit(limit), cursor=parse_cursor(cursor), newest_first=True
+            org.org_id,
+            limit=f002.lenient_limit(limit),
+            cursor=f002.entry_id_of(cursor) if cursor else None,
+            newest_first=True,
         )
-        return CreditHistoryPage(
-            items=[
-                CreditHistoryItem(
-                    id=e.id,
-                    kind=e.kind,
-                    amount_cents=e.amount_cents,
-                    balance_after_cents=e.free_after_cents,
-                    description=e.description,
-                    metadata=e.metadata,
-                    created_at=e.created_at,
-                )
-                for e in page.entries
-            ],
-            next_cursor=page.next_cursor,
-            has_more=page.next_cursor is not None,
-        )
+        items = [
+            f002.CreditHistoryItem(
+                id=f002.entry_uuid(e.id),
+                entry_type=f002.entry_type(e.kind, e.metadata),
+                amount_decimillicents=f002.to_decimillicents(
+                    e.free_delta_cents if e.kind in ("hold", "release") else e.amount_cents
+                ),
+                reason=e.description or None,
+                reference_id=e.reference
+                or (str(e.hold_id) if e.hold_id else None)
+                or e.metadata.get("payment_intent_id"),
+                balance_after=f002.to_decimillicents(e.free_after_cents),
+                created_at=e.created_at,
+            )
+            for e in page.entries
+        ]
+        last = items[-1].id if items and page.next_cursor is not None else None
+        return f002.CreditHistory(items=items, cursor=str(last) if last else None, has_more=last is not None)

@@ -356,7 +356,11 @@ class LedgerService:
             f"insufficient funds: {-free_delta} needed, {current.free_cents} available",
             code="insufficient_funds",
             fix="Top up the balance or enable auto-reload, then retry.",
-            extra={"balance_cents": current.free_cents, "required_cents": -free_delta},
+            extra={
+                "balance_cents": current.free_cents,
+                "required_cents": -free_delta,
+                "currency": current.currency,
+            },
         )
 
     async def authorize(

@@ -20,6 +20,9 @@ class Organization(UUIDv7AuditBase):
     organization_type: Mapped[str] = mapped_column(String(16), default="free")
     """`free` until the first payment succeeds, then `paid`."""
     status: Mapped[str] = mapped_column(String(16), default="verified")
+    """verified | unverified | blocked (an operator sets it)."""
+    suspended_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    """When the organization was blocked (None while it is not)."""
 
 
 class ApiKey(UUIDv7AuditBase):

@@ -30,9 +30,11 @@ from billfold.orgs.schemas import (
     OrganizationCreate,
     OrganizationCreated,
     OrganizationOut,
+    OrganizationStatus,
     OverageIn,
     OverageOut,
     RefundIn,
+    StatusIn,
 )
 from billfold.orgs.service import OrgRow, OrgService
 
@@ -164,6 +166,18 @@ class AdminController(Controller):
             )
 
         return reply(await idempotency.run(await idempotent(request, org_id), work, _encoder(currencies)))
+
+    @put(
+        "/organizations/{org_id:uuid}/status",
+        operation_id="AdminSetStatus",
+        summary="verified, unverified or blocked (blocked suspends the organization)",
+        responses=responses(404, body=True),
+    )
+    async def set_status(
+        self, org_id: FromPath[uuid.UUID], data: JSONBody[StatusIn], orgs: NamedDependency[OrgService]
+    ) -> OrganizationStatus:
+        org = await orgs.set_status(org_id, data.status)
+        return OrganizationStatus(id=org.id, status=org.status, suspended_at=org.suspended_at)
 
     @put(
         "/organizations/{org_id:uuid}/overage",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from typing import Literal
 
 import msgspec
 
@@ -73,6 +74,19 @@ class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class OverageIn(msgspec.Struct, forbid_unknown_fields=True):
     overage_limit_cents: NonNegativeAmount
+
+
+Status = Literal["verified", "unverified", "blocked"]
+
+
+class StatusIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    status: Status
+
+
+class OrganizationStatus(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+    suspended_at: datetime.datetime | None
 
 
 class OverageOut(msgspec.Struct):

@@ -39,6 +39,11 @@ class OrgRow(msgspec.Struct, frozen=True):
     status: str
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    suspended_at: datetime.datetime | None = None
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == "blocked"
 
 
 def _as_utc(value: datetime.datetime) -> datetime.datetime:
@@ -55,6 +60,7 @@ def _row(org: Organization) -> OrgRow:
         status=org.status,
         created_at=_as_utc(org.created_at),
         updated_at=_as_utc(org.updated_at),
+        suspended_at=_as_utc(org.suspended_at) if org.suspended_at else None,
     )
 
 
@@ -170,6 +176,25 @@ class OrgService:
         async with self.db.reading(conn) as c, self.db.session(c) as session:
             rows, total = await OrganizationRepository(session=session).get_many_and_count(*filters)
             return [_row(r) for r in rows], total
+
+    async def set_status(
+        self, org_id: uuid.UUID, status: str, *, conn: AsyncConnection | None = None
+    ) -> OrgRow:
+        """verified | unverified | blocked; blocking records when (``suspended_at``)."""
+        if status not in ORG_STATUSES:
+            raise ValidationFailed(f"status must be one of: {', '.join(ORG_STATUSES)}", field="status")
+        async with self.db.transaction(conn) as c:
+            current = await self.get(org_id, conn=c)
+            if current.status != status:
+                stamp = now()
+                await c.execute(
+                    update(organizations)
+                    .where(organizations.c.id == org_id)
+                    .values(
+                        status=status, suspended_at=stamp if status == "blocked" else None, updated_at=stamp
+                    )
+                )
+            return await self.get(org_id, conn=c)
 
     @hookimpl
     async def billfold_domain_event(self, conn: AsyncConnection, event: DomainEvent) -> None:

@@ -10,6 +10,7 @@ from the payment events (``billfold_domain_event``, inside the crediting transac
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,11 +23,11 @@ from billfold.clock import now
 from billfold.config import AutoReloadDefaults
 from billfold.db import Database
 from billfold.events.outbox import DomainEvent, Handler, emit
-from billfold.hookspecs import Direction, hookimpl
+from billfold.hookspecs import Direction, WorkerTask, hookimpl
 from billfold.ledger.rows import AccountRow, EntryRow
 from billfold.ledger.service import LedgerService
 from billfold.payments.credits import CreditService
-from billfold.payments.profiles import AutoReloadChange, FieldNames, ProfileRow, ProfileService
+from billfold.payments.profiles import AutoReloadChange, FieldNames, ProfileRow, ProfileService, Settings
 from billfold.payments.provider import CardDeclined, Intent, PaymentProvider
 
 logger = logging.getLogger("billfold.payments")
@@ -39,8 +40,23 @@ class BillingView(msgspec.Struct, frozen=True):
     profile: ProfileRow
 
 
+ATTEMPT_STATUSES = (
+    "succeeded",
+    "processing",
+    "requires_action",
+    "requires_payment_method",
+    "requires_confirmation",
+    "canceled",
+)
+"""Every outcome of a reload attempt that reached the provider: what counts toward the daily cap."""
+
+
 def month_start(moment: Any) -> Any:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def day_start(moment: Any) -> Any:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class AutoReloadService:
@@ -72,12 +88,14 @@ class AutoReloadService:
                 profile=await self.profiles.get(org_id, conn=c),
             )
 
-    async def configure(self, org_id: uuid.UUID, change: AutoReloadChange, names: FieldNames) -> BillingView:
+    async def configure(
+        self, org_id: uuid.UUID, change: AutoReloadChange, names: FieldNames, settings: Settings | None = None
+    ) -> BillingView:
         """Change the settings; the account learns the new minimum, and enabling it while the
         balance is already below starts a reload at once."""
         async with self.db.transaction() as conn:
             await self.ledger.lock(conn, org_id)
-            profile = await self.profiles.change_auto_reload(conn, org_id, change, names)
+            profile = await self.profiles.change_settings(conn, org_id, change, names, settings)
             await self.ledger.refresh_levels(org_id, conn=conn)
             view = await self.view(org_id, conn=conn)
             if change.enabled is True and view.account.free_cents < profile.auto_reload_minimum_cents:
@@ -134,6 +152,24 @@ class AutoReloadService:
     def billfold_event_handlers(self) -> dict[str, Handler]:
         return {"auto_reload.requested": self.run}
 
+    @hookimpl
+    def billfold_worker_tasks(self) -> list[WorkerTask]:
+        return [WorkerTask(name="auto-reload-retries", interval_seconds=30, run=self.retry_due)]
+
+    async def retry_due(self) -> int:
+        """Try once more the declined reloads whose retry is due (business time). Returns how many
+        were requested; a balance back at its minimum in the meantime needs none."""
+        requested = 0
+        async with self.db.reading() as conn:
+            due = await self.profiles.due_retries(conn, now())
+        for org_id in due:
+            async with self.db.transaction() as conn:
+                account = await self.ledger.lock(conn, org_id)
+                await self.profiles.retry_started(conn, org_id)
+                if await self.request(conn, org_id, account.free_cents):
+                    requested += 1
+        return requested
+
     # -- the engine -------------------------------------------------------------------------------
 
     async def request(self, conn: AsyncConnection, org_id: uuid.UUID, free_cents: int) -> bool:
@@ -142,14 +178,32 @@ class AutoReloadService:
         if claimed is None:
             return False
         amount, limit = claimed
+        moment = now()
+        _, today = await self.credits.spent_since(
+            conn, org_id, PURPOSE, day_start(moment), statuses=ATTEMPT_STATUSES
+        )
+        if today >= self.defaults.max_per_day:
+            await self.profiles.reload_done(conn, org_id)
+            await emit(
+                conn,
+                "auto_reload.limit_reached",
+                {"period": "day", "max_per_day": self.defaults.max_per_day, "reloads_today": today},
+                org_id=org_id,
+            )
+            return False
         if limit is not None:
-            spent, _ = await self.credits.spent_since(conn, org_id, PURPOSE, month_start(now()))
+            spent, _ = await self.credits.spent_since(conn, org_id, PURPOSE, month_start(moment))
             if spent + amount > limit:
                 await self.profiles.reload_done(conn, org_id)
                 await emit(
                     conn,
                     "auto_reload.limit_reached",
-                    {"monthly_limit_cents": limit, "spent_cents": spent, "amount_cents": amount},
+                    {
+                        "period": "month",
+                        "monthly_limit_cents": limit,
+                        "spent_cents": spent,
+                        "amount_cents": amount,
+                    },
                     org_id=org_id,
                 )
                 return False
@@ -232,6 +286,11 @@ class AutoReloadService:
             ),
             "occurred_at": now().isoformat(),
         }
+        # A decline is tried once more after retry_after_hours (document 004); when that retry
+        # fails too, the tenant is told. (3-D Secure waits for the tenant instead.)
+        retry_at = None
+        if not needs_auth and not paused and not profile.reload_retried:
+            retry_at = now() + datetime.timedelta(hours=self.defaults.retry_after_hours)
         await self.profiles.reload_failed(
             conn,
             org_id,
@@ -239,9 +298,22 @@ class AutoReloadService:
             paused=paused,
             action=action,
             rearm_cents=None if paused else account.free_cents,
+            retry_at=retry_at,
         )
         await self.ledger.refresh_levels(org_id, conn=conn)
         await emit(conn, "auto_reload.failed", {**action, "consecutive_failures": failures}, org_id=org_id)
+        if retry_at is not None:
+            await emit(conn, "auto_reload.retry_scheduled", {"retry_at": retry_at.isoformat()}, org_id=org_id)
+        elif profile.reload_retried and not needs_auth:
+            await emit(
+                conn,
+                "auto_reload.retry_failed",
+                {
+                    **action,
+                    "message": "The reload was declined again after a retry: update the payment method.",
+                },
+                org_id=org_id,
+            )
         if needs_auth:
             await emit(conn, "auto_reload.requires_action", action, org_id=org_id)
         if paused:

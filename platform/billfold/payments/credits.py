@@ -113,7 +113,14 @@ class CreditService:
         self.ledger = ledger
 
     async def record(
-        self, conn: AsyncConnection, org_id: uuid.UUID, provider: str, intent: Intent, *, purpose: str
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        provider: str,
+        intent: Intent,
+        *,
+        purpose: str,
+        announce: bool = True,
     ) -> None:
         """Insert the payment row for a provider intent, or refresh its status (never the credit;
         a late, stale report never moves a payment back from succeeded)."""
@@ -130,7 +137,7 @@ class CreditService:
                 where=payments.c.status != "succeeded",
             )
         )
-        if intent.status == "requires_action":
+        if intent.status == "requires_action" and announce:
             await emit(
                 conn,
                 "payment.requires_action",

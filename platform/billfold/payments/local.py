@@ -159,7 +159,9 @@ class LocalProvider:
     ) -> Session:
         session_id = _id("cs")
         return Session(
-            id=session_id, url=f"{success_url}{'&' if '?' in success_url else '?'}session_id={session_id}"
+            id=session_id,
+            url=f"{success_url}{'&' if '?' in success_url else '?'}session_id={session_id}",
+            payment_id=session_id if amount_cents is not None else None,
         )
 
     async def create_portal_session(self, *, customer_id: str, return_url: str) -> Session:

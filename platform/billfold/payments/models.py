@@ -8,7 +8,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billfold.db import JsonDict, utcnow
@@ -34,6 +34,15 @@ class BillingProfile(DefaultBase):
     """What the tenant must do after a failed auto-reload (decline or 3-D Secure), or None."""
     reload_rearm_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
     """After a failed reload, the free balance it failed at: the next debit below it tries again."""
+    reload_retry_at: Mapped[datetime.datetime | None] = mapped_column(
+        DateTimeUTC(timezone=True), default=None
+    )
+    """When a failed reload is tried once more (business time; document 004: after 24 h)."""
+    reload_retried: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The scheduled retry of the last failure was made (a second failure tells the tenant)."""
+    billing_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    usage_cap_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Document 002's monthly spend cap (None: no cap), enforced on usage."""
     updated_at: Mapped[datetime.datetime] = mapped_column(
         DateTimeUTC(timezone=True), default=utcnow, onupdate=utcnow
     )

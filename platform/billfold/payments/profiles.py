@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from billfold.config import AutoReloadDefaults
 from billfold.db import Database, table_of
 from billfold.errors import NotFound, Unprocessable, ValidationFailed
 from billfold.hookspecs import hookimpl
+from billfold.ledger.rows import as_utc
 from billfold.ledger.service import MAX_AMOUNT
 from billfold.orgs.service import OrgRow
 from billfold.payments.models import BillingProfile
@@ -39,6 +41,10 @@ class ProfileRow(msgspec.Struct, frozen=True):
     reload_paused: bool
     reload_action: dict[str, Any] | None
     reload_rearm_cents: int | None = None
+    reload_retry_at: datetime.datetime | None = None
+    reload_retried: bool = False
+    billing_email: str | None = None
+    usage_cap_cents: int | None = None
 
     @property
     def has_payment_method(self) -> bool:
@@ -55,12 +61,23 @@ class AutoReloadChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FieldNames(msgspec.Struct, frozen=True):
-    """How one API document names the auto-reload fields, so errors name the caller's field."""
+    """How one API document names the auto-reload fields (so errors name the caller's field), and
+    which of the two rules it follows when auto-reload is switched on: documents 000, 001 and 004
+    want the minimum and the amount in the same request; document 002 validates the merged
+    settings (stored values count) and refuses a threshold of 0."""
 
     enabled: str = "auto_reload_enabled"
     minimum: str = "auto_reload_minimum_cents"
     amount: str = "auto_reload_amount_cents"
     monthly_limit: str = "auto_reload_monthly_limit_cents"
+    merged: bool = False
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Document 002's other billing settings; UNSET keeps, None clears."""
+
+    billing_email: str | msgspec.UnsetType | None = _UNSET
+    usage_cap_cents: int | msgspec.UnsetType | None = _UNSET
 
 
 def _profile(row: Any) -> ProfileRow:
@@ -78,17 +95,30 @@ def _profile(row: Any) -> ProfileRow:
         reload_paused=row.reload_paused,
         reload_action=row.reload_action,
         reload_rearm_cents=row.reload_rearm_cents,
+        reload_retry_at=as_utc(row.reload_retry_at) if row.reload_retry_at else None,
+        reload_retried=row.reload_retried,
+        billing_email=row.billing_email,
+        usage_cap_cents=row.usage_cap_cents,
     )
 
 
-def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldNames) -> dict[str, Any]:
-    """Check an auto-reload change against the rules shared by every billing document.
+def validate_change(
+    change: AutoReloadChange, current: ProfileRow, names: FieldNames, defaults: AutoReloadDefaults
+) -> dict[str, Any]:
+    """Check an auto-reload change against the rules of the caller's document.
 
-    Enabling needs both the minimum and the amount in the same request, amount > 0, minimum >= 0,
-    monthly limit >= 0 or null (400 naming the field), and a payment method on file (422
-    ``payment_method_required``). Disabling always works.
+    Enabling needs the minimum and the amount (in the same request, or — document 002 — in the
+    merged settings, where a threshold of 0 is refused), amount > 0, minimum >= 0, monthly limit
+    >= 0 or null (400 naming the field), and a payment method on file (422
+    ``payment_method_required``). Disabling always works. Document 002's null clears a value back
+    to the operator's default.
     """
     values: dict[str, Any] = {}
+    if names.merged:
+        if change.minimum_cents is None:
+            values["auto_reload_minimum_cents"] = defaults.minimum_cents
+        if change.amount_cents is None:
+            values["auto_reload_amount_cents"] = defaults.amount_cents
     if isinstance(change.minimum_cents, int):
         if not 0 <= change.minimum_cents <= MAX_AMOUNT:
             raise ValidationFailed(f"{names.minimum} must be between 0 and {MAX_AMOUNT}", field=names.minimum)
@@ -104,12 +134,22 @@ def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldN
                 field=names.monthly_limit,
             )
         values["auto_reload_monthly_limit_cents"] = change.monthly_limit_cents
-    if change.enabled is True:
+    enabling = change.enabled is True or (
+        names.merged and change.enabled is _UNSET and current.auto_reload_enabled
+    )
+    if names.merged and enabling:
+        threshold = values.get("auto_reload_minimum_cents", current.auto_reload_minimum_cents)
+        if threshold <= 0:
+            raise ValidationFailed(
+                f"{names.minimum} must be greater than 0 while auto-recharge is enabled", field=names.minimum
+            )
+    if change.enabled is True and not names.merged:
         for field, given in ((names.minimum, change.minimum_cents), (names.amount, change.amount_cents)):
             if given is _UNSET:
                 raise ValidationFailed(
                     f"{field} is required when enabling auto-reload", code="missing_field", field=field
                 )
+    if change.enabled is True:
         if not current.has_payment_method:
             raise Unprocessable(
                 "a payment method must be on file before auto-reload can be enabled",
@@ -119,7 +159,14 @@ def validate_change(change: AutoReloadChange, current: ProfileRow, names: FieldN
             )
         values["auto_reload_enabled"] = True
         # Turning auto-reload on again clears a pause left by consecutive failures.
-        values.update(reload_paused=False, reload_failures=0, reload_action=None, reload_rearm_cents=None)
+        values.update(
+            reload_paused=False,
+            reload_failures=0,
+            reload_action=None,
+            reload_rearm_cents=None,
+            reload_retry_at=None,
+            reload_retried=False,
+        )
     elif change.enabled is False:
         values["auto_reload_enabled"] = False
     return values
@@ -172,14 +219,45 @@ class ProfileService:
             raise NotFound("no billing profile for this organization", code="account_not_found")
         return _profile(row)
 
-    async def change_auto_reload(
-        self, conn: AsyncConnection, org_id: uuid.UUID, change: AutoReloadChange, names: FieldNames
+    async def change_settings(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        change: AutoReloadChange,
+        names: FieldNames,
+        settings: Settings | None = None,
     ) -> ProfileRow:
-        """Validate and apply an auto-reload settings change (in the caller's transaction)."""
+        """Validate and apply a settings change (in the caller's transaction)."""
         current = await self.get(org_id, conn=conn, for_update=True)
-        values = validate_change(change, current, names)
+        values = validate_change(change, current, names, self.defaults)
+        if settings is not None:
+            for field in ("billing_email", "usage_cap_cents"):
+                value = getattr(settings, field)
+                if value is not _UNSET:
+                    values[field] = value
         await self._set(conn, org_id, **values)
         return await self.get(org_id, conn=conn)
+
+    async def due_retries(
+        self, conn: AsyncConnection, at: datetime.datetime, limit: int = 100
+    ) -> list[uuid.UUID]:
+        """Organizations whose declined reload is due to be tried once more."""
+        rows = await conn.execute(
+            select(profiles.c.org_id)
+            .where(
+                profiles.c.reload_retry_at.is_not(None),
+                profiles.c.reload_retry_at <= at,
+                profiles.c.reload_in_flight.is_(False),
+            )
+            .limit(limit)
+        )
+        return [row[0] for row in rows]
+
+    async def retry_started(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        await self._set(conn, org_id, reload_retry_at=None, reload_retried=True)
+
+    async def cancel_retry(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        await self._set(conn, org_id, reload_retry_at=None)
 
     async def set_customer(self, org_id: uuid.UUID, provider: str, customer_id: str) -> None:
         async with self.db.transaction() as conn:
@@ -232,6 +310,8 @@ class ProfileService:
             reload_failures=0,
             reload_action=None,
             reload_rearm_cents=None,
+            reload_retry_at=None,
+            reload_retried=False,
         )
 
     async def reload_failed(
@@ -243,6 +323,7 @@ class ProfileService:
         paused: bool,
         action: dict[str, Any],
         rearm_cents: int | None,
+        retry_at: datetime.datetime | None,
     ) -> None:
         await self._set(
             conn,
@@ -252,6 +333,7 @@ class ProfileService:
             reload_paused=paused,
             reload_action=action,
             reload_rearm_cents=rearm_cents,
+            reload_retry_at=retry_at,
         )
 
     async def _set(self, conn: AsyncConnection, org_id: uuid.UUID, **values: Any) -> None:

@@ -88,10 +88,16 @@ class Method(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):
-    """A hosted page (Checkout or customer portal)."""
+    """A hosted page (Checkout or customer portal).
+
+    ``payment_id``: when the provider already knows the id of the payment a one-time checkout will
+    make (the local provider does: it is the session itself), Billfold records it as pending, so
+    that the payment can be completed and credited by that id. Stripe creates its PaymentIntent
+    only when the customer pays; its completion event names it."""
 
     id: str
     url: str
+    payment_id: str | None = None
 
 
 class ProviderEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,52 +8,34 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post, put
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from billfold.api.auth import OrgScope, tenant_guard
-from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
+from billfold.api.family_002 import WebhookAnswer
+from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
-from billfold.errors import NotFound, ValidationFailed
+from billfold.errors import ValidationFailed
 from billfold.ledger.routes import minor_units
 from billfold.ledger.service import LedgerService
-from billfold.money import major_token_to_minor
 from billfold.orgs.service import OrgService
 from billfold.payments.autoreload import AutoReloadService, BillingView
 from billfold.payments.methods import MethodRow, MethodService
-from billfold.payments.profiles import ProfileService
 from billfold.payments.provider import InvalidWebhook, PaymentProvider, SetupIntent
 from billfold.payments.schemas import (
-    AUTO_RELOAD_NAMES,
-    CAMEL_NAMES,
     SNAKE_NAMES,
-    AutoReload,
-    AutoReloadPut,
     BillingAccount,
     BillingAccountPatch,
-    CheckoutIn,
-    CompleteLocalIn,
-    CompleteLocalOut,
     CustomerBillingIn,
     CustomerBillingOut,
     DefaultMethodIn,
-    MajorTopUpIn,
-    OrganizationBilling,
-    OrganizationBillingPatch,
-    PaymentMethodIn,
-    PaymentMethodList,
     PaymentMethodOut,
-    PortalIn,
-    RequiresActionOut,
-    SessionOut,
     SetupIntentOut,
     TopUpIn,
     TopUpOut,
-    to_auto_reload,
     to_billing_account,
-    to_organization_billing,
 )
 from billfold.payments.topups import TopUpResult, TopUpService
 from billfold.payments.webhooks import WebhookService
@@ -98,7 +80,7 @@ def _setup_out(setup: SetupIntent) -> SetupIntentOut:
     return SetupIntentOut(setup_intent_id=setup.id, client_secret=setup.client_secret, status=setup.status)
 
 
-def _method_out(method: MethodRow) -> PaymentMethodOut:
+def method_out(method: MethodRow) -> PaymentMethodOut:
     return PaymentMethodOut(
         id=method.id,
         type=method.type,
@@ -109,10 +91,6 @@ def _method_out(method: MethodRow) -> PaymentMethodOut:
         is_default=method.is_default,
         status=method.status,
     )
-
-
-_LATEST_PENDING = CompleteLocalIn()
-"""complete-local without a body: the organization's latest pending payment."""
 
 
 class OrgBillingController(Controller):
@@ -210,28 +188,6 @@ class BillingController(Controller):
     ) -> BillingAccount:
         return _account(await autoreload.configure(org.org_id, data.change(), SNAKE_NAMES), currencies)
 
-    @get(
-        "/auto-reload", operation_id="GetAutoReload", summary="Auto-reload settings", responses=responses(404)
-    )
-    async def get_auto_reload(
-        self, org: NamedDependency[OrgScope], autoreload: NamedDependency[AutoReloadService]
-    ) -> AutoReload:
-        return to_auto_reload(await autoreload.view(org.org_id))
-
-    @put(
-        "/auto-reload",
-        operation_id="PutAutoReload",
-        summary="Change auto-reload",
-        responses=responses(404, 422, body=True),
-    )
-    async def put_auto_reload(
-        self,
-        data: JSONBody[AutoReloadPut],
-        org: NamedDependency[OrgScope],
-        autoreload: NamedDependency[AutoReloadService],
-    ) -> AutoReload:
-        return to_auto_reload(await autoreload.configure(org.org_id, data.change(), AUTO_RELOAD_NAMES))
-
     @post(
         "/top-up",
         operation_id="TopUp",
@@ -247,40 +203,6 @@ class BillingController(Controller):
         idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> Response[TopUpOut]:
         return await _top_up(topups, request, org.org_id, data)
-
-    @post(
-        "/topup",
-        operation_id="TopUpMajorUnits",
-        summary="Top up in major units (document 004)",
-        responses=responses(402, 404, 409, 502, body=True),
-    )
-    async def topup_major(
-        self,
-        request: Request[Any, Any, Any],
-        data: JSONBody[MajorTopUpIn],
-        org: NamedDependency[OrgScope],
-        topups: NamedDependency[TopUpService],
-        ledger: NamedDependency[LedgerService],
-        currencies: NamedDependency[Currencies],
-        idempotency_key: IDEMPOTENCY_KEY = None,
-    ) -> Response[TopUpOut]:
-        account = await ledger.account(org.org_id)
-        currency = (data.currency or account.currency).lower()
-        if currency not in currencies:
-            raise ValidationFailed("unknown currency", code="invalid_currency", field="currency")
-        token = msgspec.json.decode(await request.body(), type=_AmountToken).amount
-        amount_cents = major_token_to_minor(bytes(token), minor_units(currencies, currency), field="amount")
-        return reply(
-            await topups.top_up(
-                org.org_id,
-                amount_cents,
-                payment_method_id=data.payment_method_id,
-                idempotent=await idempotent(request, org.org_id),
-                encode=_encode_top_up,
-                currency=currency,
-                amount_field="amount",
-            )
-        )
 
     @post(
         "/setup-intent",
@@ -310,182 +232,6 @@ class BillingController(Controller):
     ) -> BillingAccount:
         await methods.add(org.org_id, data.payment_method_id, make_default=True)
         return _account(await autoreload.view(org.org_id), currencies)
-
-    @get(
-        "/payment-methods",
-        operation_id="ListPaymentMethods",
-        summary="Saved payment methods",
-        responses=responses(404),
-    )
-    async def list_payment_methods(
-        self, org: NamedDependency[OrgScope], methods: NamedDependency[MethodService]
-    ) -> PaymentMethodList:
-        listed = await methods.list(org.org_id)
-        default = next((m.id for m in listed if m.is_default), None)
-        return PaymentMethodList(data=[_method_out(m) for m in listed], default_payment_method_id=default)
-
-    @post(
-        "/payment-methods",
-        operation_id="AddPaymentMethod",
-        summary="Save a payment method",
-        responses=responses(402, 404, 502, body=True),
-    )
-    async def add_payment_method(
-        self,
-        data: JSONBody[PaymentMethodIn],
-        org: NamedDependency[OrgScope],
-        methods: NamedDependency[MethodService],
-    ) -> PaymentMethodOut:
-        return _method_out(
-            await methods.add(org.org_id, data.payment_method_id, make_default=data.make_default)
-        )
-
-    @post(
-        "/checkout",
-        operation_id="CreateCheckoutSession",
-        summary="A hosted checkout page",
-        status_code=200,
-        responses=responses(404, 502, body=True),
-    )
-    async def checkout(
-        self,
-        data: JSONBody[CheckoutIn],
-        org: NamedDependency[OrgScope],
-        topups: NamedDependency[TopUpService],
-    ) -> SessionOut:
-        session = await topups.checkout(
-            org.org_id,
-            amount_cents=data.amount_cents,
-            success_url=data.success_url,
-            cancel_url=data.cancel_url,
-            price_ids=data.price_ids,
-        )
-        return SessionOut(session_id=session.id, url=session.url)
-
-    @post(
-        "/portal",
-        operation_id="CreatePortalSession",
-        summary="The provider's billing portal",
-        status_code=200,
-        responses=responses(404, 502, body=True),
-    )
-    async def portal(
-        self, data: JSONBody[PortalIn], org: NamedDependency[OrgScope], topups: NamedDependency[TopUpService]
-    ) -> SessionOut:
-        session = await topups.portal(org.org_id, data.return_url)
-        return SessionOut(session_id=session.id, url=session.url)
-
-
-class _AmountToken(msgspec.Struct):
-    amount: msgspec.Raw = msgspec.Raw(b"")
-
-
-class OrganizationBillingController(Controller):
-    """Document 002: /v1/organizations/{organizationId}/billing."""
-
-    path = "/v1/organizations/{organization_id:str}/billing"
-    tags = ["billing"]
-    guards = [tenant_guard]
-
-    @get(
-        "/", operation_id="GetOrganizationBilling", summary="Billing settings", responses=responses(403, 404)
-    )
-    async def get_billing(
-        self,
-        organization_id: FromPath[str],
-        org: NamedDependency[OrgScope],
-        autoreload: NamedDependency[AutoReloadService],
-    ) -> OrganizationBilling:
-        return to_organization_billing(await autoreload.view(org.org_id))
-
-    @patch(
-        "/",
-        operation_id="UpdateOrganizationBilling",
-        summary="Change billing settings",
-        responses=responses(403, 404, 422, body=True),
-    )
-    async def patch_billing(
-        self,
-        organization_id: FromPath[str],
-        data: JSONBody[OrganizationBillingPatch],
-        org: NamedDependency[OrgScope],
-        autoreload: NamedDependency[AutoReloadService],
-    ) -> OrganizationBilling:
-        return to_organization_billing(await autoreload.configure(org.org_id, data.change(), CAMEL_NAMES))
-
-
-class OrganizationPaymentsController(Controller):
-    """Document 002's payment routes keyed by organization."""
-
-    path = "/v1/billing/{organization_id:str}"
-    tags = ["payments"]
-    guards = [tenant_guard]
-
-    @post(
-        "/top-up",
-        operation_id="OrganizationTopUp",
-        summary="Charge the saved card and credit the balance",
-        responses=responses(402, 403, 404, 409, 502, body=True),
-    )
-    async def top_up(
-        self,
-        request: Request[Any, Any, Any],
-        organization_id: FromPath[str],
-        data: JSONBody[TopUpIn],
-        org: NamedDependency[OrgScope],
-        topups: NamedDependency[TopUpService],
-        idempotency_key: IDEMPOTENCY_KEY = None,
-    ) -> Response[TopUpOut]:
-        return await _top_up(topups, request, org.org_id, data)
-
-    @post(
-        "/dev/complete-local",
-        operation_id="CompleteLocalPayment",
-        operation_class=OptionalBody,
-        summary="Complete a pending local payment (development only)",
-        status_code=200,
-        responses=responses(403, 404, body=True),
-    )
-    async def complete_local(
-        self,
-        organization_id: FromPath[str],
-        org: NamedDependency[OrgScope],
-        topups: NamedDependency[TopUpService],
-        ledger: NamedDependency[LedgerService],
-        provider: NamedDependency[PaymentProvider],
-        production: NamedDependency[bool],
-        data: JSONBody[CompleteLocalIn] = _LATEST_PENDING,
-    ) -> CompleteLocalOut:
-        if production or provider.name != "local":
-            raise NotFound("not found", code="not_found")
-        intent = await topups.complete_local(org.org_id, data.payment_intent_id)
-        account = await ledger.account(org.org_id)
-        return CompleteLocalOut(
-            payment_intent_id=intent.id,
-            status=intent.status,
-            amount_cents=intent.amount_cents,
-            balance_cents=account.free_cents,
-        )
-
-    @get(
-        "/auto-recharge/requires-action",
-        operation_id="AutoRechargeRequiresAction",
-        summary="What a failed auto-reload needs from the tenant",
-        responses=responses(403, 404),
-    )
-    async def requires_action(
-        self,
-        organization_id: FromPath[str],
-        org: NamedDependency[OrgScope],
-        profiles: NamedDependency[ProfileService],
-    ) -> RequiresActionOut:
-        profile = await profiles.get(org.org_id)
-        return RequiresActionOut(
-            requires_action=profile.reload_action is not None,
-            paused=profile.reload_paused,
-            consecutive_failures=profile.reload_failures,
-            action=profile.reload_action,
-        )
 
 
 class CustomerBillingController(Controller):
@@ -556,12 +302,6 @@ def _webhook_operation_id(_handler: Any, _method: Any, components: list[Any]) ->
     return _WEBHOOK_OPERATION_IDS["/" + "/".join(str(c) for c in components)]
 
 
-class WebhookReceived(msgspec.Struct):
-    received: bool
-    duplicate: bool
-    type: str
-
-
 @post(
     list(_WEBHOOK_OPERATION_IDS),
     operation_id=_webhook_operation_id,
@@ -585,8 +325,10 @@ async def provider_webhook(
             "400 `invalid_signature` (so is any event while the local provider is active).",
         ),
     ] = None,
-) -> WebhookReceived:
-    """Provider webhooks: signature verified by the provider, each event applied once."""
+) -> WebhookAnswer:
+    """Provider webhooks: signature verified by the provider, each event applied once. The answer is
+    document 002's (``{processed, idempotent, eventId}``: ``idempotent`` when the event id was seen
+    before and nothing was done again)."""
     payload = await request.body()
     try:
         event = provider.parse_webhook(payload, request.headers)
@@ -594,14 +336,12 @@ async def provider_webhook(
         raise ValidationFailed(exc.message, code="invalid_signature", field="Stripe-Signature") from None
     fresh = await webhooks.handle(event)
     wake_worker()
-    return WebhookReceived(received=True, duplicate=not fresh, type=event.type)
+    return WebhookAnswer(processed=True, idempotent=not fresh, event_id=event.id)
 
 
 PAYMENT_ROUTES: list[Any] = [
     OrgBillingController,
     BillingController,
-    OrganizationBillingController,
-    OrganizationPaymentsController,
     CustomerBillingController,
     provider_webhook,
 ]

@@ -194,8 +194,9 @@ class TopUpService:
         if amount_cents is not None:
             self.check_amount(amount_cents, account.currency, field=amount_field)
         customer_id = await self.methods.ensure_customer(org_id)
+        provider = self.provider
         try:
-            session: Session = await self.provider.create_checkout_session(
+            session: Session = await provider.create_checkout_session(
                 customer_id=customer_id,
                 amount_cents=amount_cents,
                 currency=account.currency,
@@ -206,6 +207,23 @@ class TopUpService:
             )
         except ProviderError as exc:
             raise provider_failure(exc) from None
+        if session.payment_id is not None and amount_cents is not None:
+            # The payment the session will make, pending until the provider reports it paid.
+            async with self.db.transaction() as conn:
+                await self.credits.record(
+                    conn,
+                    org_id,
+                    provider.name,
+                    Intent(
+                        id=session.payment_id,
+                        status="requires_action",
+                        amount_cents=amount_cents,
+                        currency=account.currency,
+                        metadata={"org_id": str(org_id), "purpose": purpose},
+                    ),
+                    purpose=purpose,
+                    announce=False,
+                )
         return session
 
     async def portal(self, org_id: uuid.UUID, return_url: str) -> Session:
@@ -218,10 +236,12 @@ class TopUpService:
             raise provider_failure(exc) from None
         return session
 
-    async def complete_local(self, org_id: uuid.UUID, payment_intent_id: str | None) -> Intent:
-        """Development only: mark a pending local payment succeeded and credit it (once)."""
+    async def complete_local(self, org_id: uuid.UUID, payment_id: str | None) -> Intent:
+        """Development only: mark a pending local payment (a 3-D Secure payment intent, or a hosted
+        checkout session: its id is its payment's) succeeded and credit it, once. Without an id,
+        the organization's latest pending one."""
         async with self.db.transaction() as conn:
-            row = await self.credits.latest_pending(org_id, "local", payment_id=payment_intent_id, conn=conn)
+            row = await self.credits.latest_pending(org_id, "local", payment_id=payment_id, conn=conn)
             if row is None:
                 raise NotFound("no pending local payment for this organization", code="payment_not_found")
             intent = Intent(
