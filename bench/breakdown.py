@@ -16,7 +16,7 @@ operation (time.process_time, so waiting for PostgreSQL or for a busy machine do
     rate-limit history by its length (why Billfold counts fixed windows instead).
 
 It uses a fresh database billfold_breakdown_<random> and drops it at the end. It reads product
-internals (AppState, LedgerService), so it may need updating when they change.
+internals (Billfold, LedgerService, KeyService), so it may need updating when they change.
 """
 
 from __future__ import annotations
@@ -138,10 +138,9 @@ async def pg(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-def billfold_app(db_url: str, *, rate_limits: bool) -> Any:
-    from billfold.state import AppState
-
-    from billfold.api.app import create_app
+def billfold_app(db_url: str, *, rate_limits: bool) -> tuple[Any, Any]:
+    """The Litestar app and its :class:`billfold.api.app.Billfold` (the services)."""
+    from billfold.api.app import Billfold, create_app
     from billfold.config import load_config
 
     config, lines = load_config(ROOT / "config" / "billing.yaml")
@@ -149,7 +148,8 @@ def billfold_app(db_url: str, *, rate_limits: bool) -> Any:
         config = msgspec.structs.replace(
             config, rate_limits=msgspec.structs.replace(config.rate_limits, enabled=False)
         )
-    return create_app(AppState(config, lines=lines))
+    billfold = Billfold(config, lines=lines)
+    return create_app(billfold), billfold
 
 
 async def main(n: int) -> dict[str, Any]:
@@ -172,15 +172,12 @@ async def main(n: int) -> dict[str, Any]:
         from billfold.db.migrate import upgrade_async
 
         await upgrade_async(db_url)
-        app = billfold_app(db_url, rate_limits=True)
-        state = app.state["billfold"]
-        async with state.engine.begin() as conn:
-            orgs = []
-            for i in range(4):
-                org = await state.orgs.create(conn, name=f"breakdown-{i}", currency="usd")
-                key = await state.orgs.issue_key(conn, org.id, name="default")
-                await state.ledger.adjust(conn, org.id, 1_000_000_000, description="breakdown")
-                orgs.append((org.id, key.api_key))
+        app, state = billfold_app(db_url, rate_limits=True)
+        orgs = []
+        for i in range(4):
+            org, key = await state.orgs.create_with_key(name=f"breakdown-{i}", currency="usd")
+            await state.ledger.adjust(org.id, 1_000_000_000, description="breakdown")
+            orgs.append((org.id, key.api_key))
         await state.engine.dispose()
 
         print(f"CPU per operation, {n} sequential operations each (database {database})")
@@ -200,7 +197,7 @@ async def main(n: int) -> dict[str, Any]:
 
             return op
 
-        app = billfold_app(db_url, rate_limits=True)
+        app, state = billfold_app(db_url, rate_limits=True)
         async with Lifespan(app):
             await measure(
                 "billfold as configured, key cached (one statement)", n, charge_op(app, orgs[0][1]), results
@@ -211,11 +208,11 @@ async def main(n: int) -> dict[str, Any]:
                 charge_op(app, orgs[1][1], idempotent=True),
                 results,
             )
-            cache = app.state["billfold"].orgs.key_cache
+            cache = state.key_cache
             cache.ttl = cache.notified_ttl = 0
             cache.clear()
             await measure("billfold, key cache always missing", n, charge_op(app, orgs[2][1]), results)
-        app = billfold_app(db_url, rate_limits=False)
+        app, _ = billfold_app(db_url, rate_limits=False)
         async with Lifespan(app):
             await measure("billfold, rate limits off, key cached", n, charge_op(app, orgs[3][1]), results)
 
@@ -232,19 +229,18 @@ async def main(n: int) -> dict[str, Any]:
         print("Service (no HTTP, no Litestar):")
         from sqlalchemy.ext.asyncio import AsyncEngine
 
-        app = billfold_app(db_url, rate_limits=False)
-        state = app.state["billfold"]
+        app, state = billfold_app(db_url, rate_limits=False)
         engine: AsyncEngine = state.engine
         org_id = orgs[3][0]
 
         async def charge_alone() -> None:
-            await state.ledger.charge_alone(org_id, 1, description="bench")
+            await state.ledger.charge(org_id, 1, description="bench")
 
-        await measure("LedgerService.charge_alone (one self-committing statement)", n, charge_alone, results)
+        await measure("LedgerService.charge alone (one self-committing statement)", n, charge_alone, results)
 
         async def service_charge() -> None:
             async with engine.begin() as conn:
-                await state.ledger.charge(conn, org_id, 1, description="bench")
+                await state.ledger.charge(org_id, 1, conn=conn, description="bench")
 
         await measure("engine.begin() + LedgerService.charge (transaction)", n, service_charge, results)
 
@@ -287,17 +283,16 @@ async def main(n: int) -> dict[str, Any]:
 
 
 async def _parts(n: int, state: Any, org_id: uuid.UUID, results: dict[str, Any]) -> None:
-    async with state.engine.begin() as conn:
-        api_key = (await state.orgs.issue_key(conn, org_id, name="parts")).api_key
+    api_key = (await state.keys.issue(org_id, name="parts")).api_key
 
     async def authenticate() -> None:
-        await state.orgs.authenticate(api_key)
+        await state.keys.authenticate(api_key)
 
-    await measure("OrgService.authenticate, key cache hit", n, authenticate, results)
-    cache = state.orgs.key_cache
+    await measure("KeyService.authenticate, key cache hit", n, authenticate, results)
+    cache = state.key_cache
     cache.ttl = cache.notified_ttl = 0
     cache.clear()
-    await measure("OrgService.authenticate, key cache miss (SELECT on api_keys)", n, authenticate, results)
+    await measure("KeyService.authenticate, key cache miss (SELECT on api_keys)", n, authenticate, results)
 
 
 async def _rate_limit_history(results: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from billfold.api import family_002 as f002
 from billfold.api import family_004 as f004
-from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.auth import OrgScope, authenticate_tenant
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.params import CURSOR, INSTANT, anchored, parse_cursor, parse_instant
 from billfold.api.writes import idempotent, reply
@@ -73,7 +73,7 @@ KINDS = f"(?:{_KIND})(?:,(?:{_KIND}))*"
 class LedgerController(Controller):
     path = "/v1/billing"
     tags = ["ledger"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/charges",
@@ -320,7 +320,7 @@ class CreditsController(Controller):
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["credits (002)"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(

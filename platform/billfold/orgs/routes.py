@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from billfold.api.auth import OrgScope, operator_guard, tenant_guard
+from billfold.api.auth import OrgScope, authenticate_tenant, operator_guard
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
@@ -208,7 +208,7 @@ class KeysController(Controller):
 
     path = "/v1/api-keys"
     tags = ["keys"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/{key_id:uuid}/revoke",

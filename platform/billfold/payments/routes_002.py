@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from billfold.api import family_002 as f002
-from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.auth import OrgScope, authenticate_tenant
 from billfold.api.openapi import OptionalBody, responses
 from billfold.config import PlansConfig
 from billfold.errors import Forbidden, NotFound
@@ -88,7 +88,7 @@ class OrganizationSettingsController(Controller):
 
     path = "/v1/organizations/{organization_id:str}/billing"
     tags = ["billing (002)"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(
@@ -132,7 +132,7 @@ class OrganizationPaymentsController(Controller):
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["billing (002)"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @post(
@@ -216,7 +216,7 @@ class CheckoutController(Controller):
 
     path = "/v1/billing"
     tags = ["billing (002)"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @post(

@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from billfold.api import family_004 as f004
-from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.auth import OrgScope, authenticate_tenant
 from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
@@ -50,7 +50,7 @@ class PaymentsController(Controller):
 
     path = "/v1/billing"
     tags = ["billing (004)"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
     opt = f004.OPT
 
     @post(
