@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ def _percentile(sorted_values: list[int], p: float) -> int:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     keys = [k.strip() for k in args.keys_text.splitlines() if k.strip()]
     body = args.body.encode() if args.body else None
+    templated = body is not None and b"{n}" in body
+    counter = itertools.count()
     content_type = {"Content-Type": "application/json"} if body else {}
     headers_for = [{"Authorization": f"Bearer {k}", **content_type} for k in keys]
     latencies: list[int] = []
@@ -50,7 +53,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 i = (i + 1) % len(keys)
                 t0 = time.perf_counter_ns()
                 try:
-                    async with session.request(args.method, url, data=body, headers=headers_for[i]) as resp:
+                    data_out = body
+                    if templated and body is not None:
+                        # "{n}" in a body (usage events' ids): a fresh value each time
+                        parts = body.split(b"{n}")
+                        data_out = parts[0] + b"".join(
+                            f"{n}-{next(counter)}".encode() + part for part in parts[1:]
+                        )
+                    async with session.request(
+                        args.method, url, data=data_out, headers=headers_for[i]
+                    ) as resp:
                         data = await resp.read()
                         received += len(data)
                         if resp.status >= 400:

@@ -13,11 +13,13 @@ What it does, all on 127.0.0.1:
      1M entries by `INSERT ... SELECT generate_series` (their account rows are kept consistent);
   3. starts bench/minimal_app.py (bare Litestar + asyncpg debit) under uvicorn with the same workers,
      event loop and HTTP parser, against the same tables;
-  4. in each round, for each scenario (charges spread over 1000 orgs, charges on one hot org) and
-     each server, interleaved: a warm-up, then a time-bounded closed-loop run with the same load
+  4. in each round, for each scenario (charges spread over 1000 orgs, charges on one hot org; then,
+     Billfold only, one priced usage event per request and batches of 100 over the same 1000 orgs)
+     and each server, interleaved: a warm-up, then a time-bounded closed-loop run with the same load
      generator and concurrency (`wrk` when installed, else bench/loadgen.py on aiohttp; always a
      separate process), recording the CPU used by the server, PostgreSQL, the load generator and
-     everything else on the machine; then GET /v1/billing/balance on the 1k- and the 1M-entry org;
+     everything else on the machine; then GET /v1/billing/balance on the 1k- and the 1M-entry org,
+     and GET /v1/billing/usage for an org with 1k and one with 1M usage events this month;
   5. runs `billfold ledger verify`, stops both servers, drops the database, prints the medians over
      the rounds and writes everything to bench/results/<timestamp>.json.
 """
@@ -56,8 +58,13 @@ PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 CHARGE_BODY = json.dumps({"amount_cents": 1, "description": "bench"}, separators=(",", ":"))
+USAGE_EVENT = {"channel": "sms", "quantity": 1, "event_id": "bench-{n}"}
+USAGE_BODY = json.dumps(USAGE_EVENT, separators=(",", ":"))
+BATCH_SIZE = 100
+BATCH_BODY = json.dumps({"events": [USAGE_EVENT] * BATCH_SIZE}, separators=(",", ":"))
+"""One priced sms event per request, or 100 in one batch; "{n}" becomes a fresh event id each time."""
 FUNDING_CENTS = 100_000_000
-TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8}
+TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8, "usage": 0.8, "batch": 10.0}
 MINIMAL_WRITES = {
     "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
     "statement": "one self-committing UPDATE+INSERT statement",
@@ -238,6 +245,8 @@ class Load:
     method: str
     path: str
     body: str = ""
+    concurrency: int | None = None
+    """Connections for this load (default --concurrency)."""
 
 
 def run_load(loadgen: str, url: str, load: Load, concurrency: int, duration: float) -> dict[str, Any]:
@@ -309,6 +318,39 @@ SELECT $1::uuid,
   FROM generate_series(1::bigint, $2::bigint) AS g
  ORDER BY g
 """
+
+
+SEED_USAGE = """
+INSERT INTO usage_events
+    (id, org_id, event_id, request_hash, channel, quantity, billed_quantity, unit_price, amount_cents,
+     currency, status, cycle_start, counted, metadata, result, created_at)
+SELECT gen_random_uuid(), $1::uuid, 'seed-' || g, '', 'sms', 1, 1, '0.79',
+       CASE WHEN g % 100 < 79 THEN 1 ELSE 0 END, 'usd', 'accepted', date_trunc('month', now())::date,
+       '{}'::jsonb, '{}'::jsonb, '{}'::jsonb,
+       date_trunc('month', now()) + make_interval(days => (g % 28)::int)
+  FROM generate_series(1::bigint, $2::bigint) AS g
+"""
+SEED_USAGE_DAILY = """
+INSERT INTO usage_daily
+    (org_id, day, channel, message_type, category, events, quantity, billed_quantity, amount_cents)
+SELECT org_id, created_at::date, channel, '', '', count(*), sum(quantity), sum(billed_quantity),
+       sum(amount_cents)
+  FROM usage_events WHERE org_id = $1::uuid GROUP BY org_id, created_at::date, channel
+"""
+
+
+async def seed_usage(dsn: str, org_id: str, count: int) -> float:
+    """Give an org ``count`` accepted usage events this month and the daily rollups they make
+    (what POST /v1/usage writes; the report reads only the rollups)."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(SEED_USAGE, org_id, count)
+            await conn.execute(SEED_USAGE_DAILY, org_id)
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
 
 
 async def seed_entries(dsn: str, org_id: str, count: int) -> float:
@@ -448,11 +490,12 @@ class Bench:
         args = self.args
         idle_busy = self.wait_for_quiet()
         asyncio.run(pg_exec(self.admin_dsn, "CHECKPOINT"))  # no checkpoint storm inside a phase
-        warmup = run_load(self.loadgen, server.url, load, args.concurrency, args.warmup)
+        concurrency = load.concurrency or args.concurrency
+        warmup = run_load(self.loadgen, server.url, load, concurrency, args.warmup)
         pg_before = postgres_pids(self.admin_dsn, self.database)
         a0, m0, c0 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        result = run_load(self.loadgen, server.url, load, args.concurrency, args.duration)
+        result = run_load(self.loadgen, server.url, load, concurrency, args.duration)
         a1, m1, c1 = all_process_ticks(), machine_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
         window = time.perf_counter() - t0  # the load generator's run, its start-up and exit included
         server_pids = server.pids(a0) | server.pids(a1)
@@ -577,6 +620,26 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{b['cpu_ms_per_charge']:.3f} ms (target: the read costs less: "
                 f"{'PASS' if b['read_cheaper'] else 'MISS'})"
             )
+    u = report.get("usage") or {}
+    if "ratio_to_charges" in u:
+        print(
+            f"POST /v1/usage: {u['events_per_s']:.0f} events/s against {u['charges_per_s']:.0f} charges/s = "
+            f"{u['ratio_to_charges']:.2f} (target >= {TARGETS['usage']:.1f}: "
+            f"{'PASS' if u['pass_single'] else 'MISS'})"
+        )
+    if "batch_ratio" in u:
+        print(
+            f"POST /v1/usage/batch ({BATCH_SIZE} events): {u['batch_events_per_s']:.0f} events/s = "
+            f"{u['batch_ratio']:.1f} x one event per request "
+            f"(target >= {TARGETS['batch']:.0f}: {'PASS' if u['pass_batch'] else 'MISS'})"
+        )
+    if "report_ratio" in u:
+        print(
+            f"GET /v1/billing/usage p99: {u['report_p99_ms_small']:.2f} ms with {u['report_small']:,} "
+            f"events, {u['report_p99_ms_large']:.2f} ms with {u['report_large']:,}: "
+            f"{100 * (u['report_ratio'] - 1):+.0f} % "
+            f"(target within ±{100 * BALANCE_FLATNESS:.0f} %: {'PASS' if u['pass_report'] else 'MISS'})"
+        )
     kc = report.get("key_cache") or {}
     if kc.get("billfold_spread_requests"):
         print(
@@ -705,10 +768,33 @@ def build_report(
             balance["cpu_ms_per_read"] = small["server_cpu_ms_per_req"]
             balance["cpu_ms_per_charge"] = charge["server_cpu_ms_per_req"]
             balance["read_cheaper"] = small["server_cpu_ms_per_req"] < charge["server_cpu_ms_per_req"]
+    usage: dict[str, Any] = {}
+    single = by_key.get((f"usage_{args.orgs}_orgs", "billfold"))
+    batched = by_key.get((f"usage_batch_{BATCH_SIZE}", "billfold"))
+    charges = by_key.get((f"charges_{args.orgs}_orgs", "billfold"))
+    if single and charges and charges["rps"]:
+        usage["events_per_s"] = single["rps"]
+        usage["charges_per_s"] = charges["rps"]
+        usage["ratio_to_charges"] = round(single["rps"] / charges["rps"], 3)
+        usage["pass_single"] = usage["ratio_to_charges"] >= TARGETS["usage"]
+    if single and batched and single["rps"]:
+        usage["batch_events_per_s"] = batched["rps"] * BATCH_SIZE
+        usage["batch_ratio"] = round(batched["rps"] * BATCH_SIZE / single["rps"], 2)
+        usage["pass_batch"] = usage["batch_ratio"] >= TARGETS["batch"]
+    report_small = by_key.get((f"usage_report_{args.small_entries}_events", "billfold"))
+    report_large = by_key.get((f"usage_report_{args.large_entries}_events", "billfold"))
+    if report_small and report_large and report_small["p99_ms"]:
+        ratio = report_large["p99_ms"] / report_small["p99_ms"]
+        usage["report_small"], usage["report_large"] = args.small_entries, args.large_entries
+        usage["report_p99_ms_small"] = report_small["p99_ms"]
+        usage["report_p99_ms_large"] = report_large["p99_ms"]
+        usage["report_ratio"] = round(ratio, 3)
+        usage["pass_report"] = abs(ratio - 1) <= BALANCE_FLATNESS
     return {
         "config": config,
         "summary": summary,
         "ratios": ratios,
+        "usage": usage,
         "balance": balance,
         "ledger_verify": verify,
         "phases": phases,
@@ -811,7 +897,13 @@ def main() -> int:
         t0 = time.perf_counter()
         spread_names = [f"bench-org-{i:04d}" for i in range(args.orgs)]
         funded = {*spread_names, "bench-hot-billfold", "bench-hot-minimal"}
-        names = [*sorted(funded), "bench-balance-small", "bench-balance-large"]
+        names = [
+            *sorted(funded),
+            "bench-balance-small",
+            "bench-balance-large",
+            "bench-usage-small",
+            "bench-usage-large",
+        ]
         log(f"creating {len(names)} organizations through the admin API ({len(funded)} funded)")
         orgs = asyncio.run(create_orgs(billfold.url, admin_key, names, funded))
         org_seconds = time.perf_counter() - t0
@@ -819,6 +911,13 @@ def main() -> int:
         small_s = asyncio.run(seed_entries(dsn, orgs["bench-balance-small"]["id"], args.small_entries))
         large_s = asyncio.run(seed_entries(dsn, orgs["bench-balance-large"]["id"], args.large_entries))
         log(f"  seeded {args.small_entries:,} + {args.large_entries:,} entries in {small_s + large_s:.1f} s")
+        if args.only in ("all", "balance"):
+            small_u = asyncio.run(seed_usage(dsn, orgs["bench-usage-small"]["id"], args.small_entries))
+            large_u = asyncio.run(seed_usage(dsn, orgs["bench-usage-large"]["id"], args.large_entries))
+            log(
+                f"  seeded {args.small_entries:,} + {args.large_entries:,} usage events "
+                f"in {small_u + large_u:.1f} s"
+            )
         asyncio.run(pg_exec(dsn, "VACUUM ANALYZE"))
 
         def keys_file(label: str, selected: list[str]) -> Path:
@@ -849,6 +948,25 @@ def main() -> int:
                             scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
                         )
                     )
+                # priced usage in the same rounds: one event per request, and batches of 100
+                phases.append(
+                    bench.measure(
+                        f"usage_{args.orgs}_orgs",
+                        billfold,
+                        Load(charge["spread"], "POST", "/v1/usage", USAGE_BODY),
+                        rnd,
+                    )
+                )
+                phases.append(
+                    bench.measure(
+                        f"usage_batch_{BATCH_SIZE}",
+                        billfold,
+                        # 8 connections: a batch holds its transaction (and a pooled connection)
+                        # while its 100 events are written
+                        Load(charge["spread"], "POST", "/v1/usage/batch", BATCH_BODY, concurrency=8),
+                        rnd,
+                    )
+                )
             minimal.stop()
         if args.only in ("all", "balance"):
             small_keys = keys_file("balance-small", ["bench-balance-small"])
@@ -862,6 +980,19 @@ def main() -> int:
                 ]:
                     phases.append(
                         bench.measure(scenario, server, Load(keys, "GET", "/v1/billing/balance"), rnd)
+                    )
+                for scenario, keys in [
+                    (
+                        f"usage_report_{args.small_entries}_events",
+                        keys_file("usage-small", ["bench-usage-small"]),
+                    ),
+                    (
+                        f"usage_report_{args.large_entries}_events",
+                        keys_file("usage-large", ["bench-usage-large"]),
+                    ),
+                ]:
+                    phases.append(
+                        bench.measure(scenario, billfold, Load(keys, "GET", "/v1/billing/usage"), rnd)
                     )
             minimal.stop()
         billfold.stop()

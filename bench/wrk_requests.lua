@@ -3,8 +3,10 @@
 -- Usage: wrk -tT -cC ... -s bench/wrk_requests.lua URL -- KEYS_FILE METHOD PATH BODY [STAGGER_MS]
 
 local reqs = {}
+local templates = {}
 local idx = 0
 local threads = 0
+local counter = 0
 
 function setup(thread)
    thread:set("tid", threads)
@@ -22,14 +24,30 @@ function init(args)
       if key ~= "" then
          local headers = { ["Authorization"] = "Bearer " .. key }
          if body then headers["Content-Type"] = "application/json" end
-         reqs[#reqs + 1] = wrk.format(method, path, headers, body)
+         if body and string.find(body, "{n}", 1, true) then
+            -- a body with "{n}" (usage events' ids) gets a fresh value for each one, per request
+            templates[#templates + 1] = { method = method, path = path, headers = headers, body = body }
+         else
+            reqs[#reqs + 1] = wrk.format(method, path, headers, body)
+         end
       end
    end
    -- each wrk thread starts at its own place in the key list
-   idx = ((tid or 0) * 7919) % #reqs
+   idx = ((tid or 0) * 7919) % math.max(#reqs, #templates)
+end
+
+local function fresh()
+   counter = counter + 1
+   return string.format("%d-%d-%d", tid or 0, os.time(), counter)
 end
 
 function request()
+   if #templates > 0 then
+      idx = idx % #templates + 1
+      local t = templates[idx]
+      local body = string.gsub(t.body, "{n}", fresh)
+      return wrk.format(t.method, t.path, t.headers, body)
+   end
    idx = idx % #reqs + 1
    return reqs[idx]
 end

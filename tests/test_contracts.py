@@ -392,3 +392,63 @@ async def test_the_webhook_answers_in_002s_words(client, shape):
     path = "/v1/webhooks/stripe" if shape == "002" else "/v1/stripe/webhook"
     response = await client.post(path, content=b"{}", headers={"content-type": "application/json"})
     assert response.status_code == 400
+
+
+async def test_the_usage_routes_answer_in_each_familys_words(client, new_tenant):
+    """002's usage report and no-cap reminder; 004's month and detailed reports, a send's inline
+    billing and its 402 — key sets and types from the fixture, errors in each family's envelope."""
+    tenant = await new_tenant(balance=1000, currency="eur")
+    org, headers = tenant.org_id, tenant.headers
+    sent = await client.post(
+        "/v1/usage",
+        json={"channel": "sms", "quantity": 3, "event_id": "c-1", "category": "api_call"},
+        headers={**headers, "Billfold-Shape": "004"},
+    )
+    assert sent.status_code == 201, sent.text
+    conforms(sent.json()["billing"], F004["send billing"])
+    conforms(sent.json()["billing"]["balance"], F004["send balance"])
+    short = await client.post(
+        "/v1/usage",
+        json={"channel": "call", "quantity": 99_999, "event_id": "c-2"},
+        headers={**headers, "Billfold-Shape": "004"},
+    )
+    assert short.status_code == 402
+    conforms(short.json(), F004["402 insufficient balance"])
+
+    month = (await client.get("/v1/billing/usage", headers=headers)).json()
+    conforms(month, F004["GET /v1/billing/usage"])
+    for channel in month["channels"]:
+        conforms(channel, F004["channel usage"])
+    detailed = (await client.get("/v1/billing/usage/detailed?group_by=category", headers=headers)).json()
+    conforms(detailed, F004["GET /v1/billing/usage/detailed"])
+    assert [row["key"] for row in detailed["rows"]] == ["api_call"]
+    for row in detailed["rows"]:
+        conforms(row, F004["usage row"])
+    bad_month = await client.get("/v1/billing/usage?month=2026-13", headers=headers)
+    assert bad_month.status_code == 400
+    conforms(bad_month.json(), F004["error"])
+
+    report = await client.get(f"/v1/organizations/{org}/usage?category=api_call", headers=headers)
+    conforms(report.json(), F002["GET /v1/organizations/{organizationId}/usage"])
+    assert (
+        report.json()["totalQuantity"] == 3 and report.json()["totalCostDecimillicents"] == 200_000
+    )  # round(2.37)
+    reminder = f"/v1/billing/{org}/no-cap-reminder"
+    conforms(
+        (await client.get(reminder, headers=headers)).json(),
+        F002["GET /v1/billing/{organizationId}/no-cap-reminder"],
+    )
+    assert (await client.get(reminder, headers=headers)).json() == {"dismissed": False, "usageCapSet": False}
+    for _ in range(2):  # idempotent
+        dismissed = await client.post(f"{reminder}/dismiss", headers=headers)
+        assert dismissed.json() == {"dismissed": True, "usageCapSet": False}
+    errors = [
+        await client.get(f"/v1/organizations/{org}/usage", headers=headers),  # no category
+        await client.get(
+            f"/v1/organizations/{org}/usage?category=api_call&periodStart=yesterday", headers=headers
+        ),
+        await client.get(f"/v1/organizations/{uuid.uuid4()}/usage?category=api_call", headers=headers),
+    ]
+    assert [e.status_code for e in errors] == [400, 400, 403]
+    for error in errors:
+        conforms(error.json(), F002["error"] if "issues" not in error.json() else F002["decode error"])

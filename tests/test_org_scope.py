@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from billfold.api.app import create_app
-from billfold.api.auth import ORG_PATH_PARAMETERS, operator_guard, tenant_guard
+from billfold.api.auth import ORG_PATH_PARAMETERS, authenticate_tenant, operator_guard, tenant_guard
 from billfold.db import metadata
 from conftest import ADMIN, assert_error
 
@@ -23,6 +23,7 @@ BODIES: dict[str, Any] = {
     "/v1/billing/{organization_id:str}/top-up": {"amount_cents": 1000},
     "/v1/orgs/{org_id:str}/billing": {"auto_reload_enabled": False},
     "/v1/organizations/{organization_id:str}/billing": {"autoRechargeEnabled": False},
+    "/v1/usage/{usage_id:uuid}/settle": {"outcome": "failed"},
 }
 """A valid body for routes that need one (a guard answers before the body is read, but a valid
 body makes sure the refusal is about the organization)."""
@@ -36,7 +37,17 @@ async def _resources(client: Any, owner: Any) -> dict[str, str]:
         f"/v1/admin/organizations/{owner.org_id}/keys", json={"name": "spare"}, headers=ADMIN
     )
     assert key.status_code == 201, key.text
-    return {"hold_id": hold.json()["hold"]["id"], "key_id": key.json()["id"]}
+    usage = await client.post(
+        "/v1/usage",
+        json={"channel": "call", "quantity": 60, "event_id": f"scope-{uuid.uuid4()}", "reserve": True},
+        headers=owner.headers,
+    )
+    assert usage.status_code == 201, usage.text
+    return {
+        "hold_id": hold.json()["hold"]["id"],
+        "key_id": key.json()["id"],
+        "usage_id": usage.json()["usage_id"],
+    }
 
 
 async def _snapshot(state: Any) -> dict[str, list[tuple[Any, ...]]]:
@@ -56,7 +67,12 @@ def _tenant_routes(state: Any) -> list[tuple[str, str, Any]]:
             guards = [getattr(g, "func", g) for g in handler.resolve_guards()]
             if operator_guard in guards:
                 continue  # operator routes act on any organization by design
-            tenant = tenant_guard in guards or "org" in handler.parsed_fn_signature.parameters
+            before = handler.resolve_before_request()
+            tenant = (
+                tenant_guard in guards
+                or getattr(before, "func", before) is authenticate_tenant
+                or "org" in handler.parsed_fn_signature.parameters
+            )
             if not tenant or not route.path_parameters:
                 continue  # public routes (health, docs, provider webhooks) name no organization
             found.append((method, route.path, route))
@@ -97,6 +113,7 @@ async def test_another_organizations_key_is_refused_on_every_route_and_changes_n
         checked.append(f"{method} {route.path}")
 
     assert any("/v1/billing/holds/{hold_id:uuid}" in c for c in checked)
+    assert any("/v1/usage/{usage_id:uuid}/settle" in c for c in checked)
     assert any("{organization_id:str}" in c for c in checked)
     assert any("{org_id:str}" in c for c in checked)
 

@@ -201,7 +201,11 @@ async def test_checkout_portal_and_customer_billing(client, tenant):
     assert missing.json()["error"]["field"] == "cancelUrl"
     account = await client.post(
         "/billing",
-        json={"successUrl": "https://x/ok", "cancelUrl": "https://x/no", "budgetPriceId": "price_budget"},
+        json={
+            "successUrl": "https://x/ok",
+            "cancelUrl": "https://x/no",
+            "budgetPriceId": "price_budget_growth",
+        },
         headers=tenant.headers,
     )
     assert account.status_code == 200, account.text
@@ -256,7 +260,11 @@ async def test_provider_down_is_502_and_records_nothing_paid(client, tenant, sta
         assert response.json()["error"]["provider"] == "broken"
         failed = await client.post(
             "/billing",
-            json={"successUrl": "https://x", "cancelUrl": "https://y", "messagePriceId": "p"},
+            json={
+                "successUrl": "https://x",
+                "cancelUrl": "https://y",
+                "messagePriceId": "price_messages_starter",
+            },
             headers=tenant.headers,
         )
         assert failed.status_code == 502
@@ -574,7 +582,11 @@ async def test_a_provider_refusal_is_502_with_its_own_code_and_no_retry_advice(c
 
         refused = await client.post(
             "/billing",
-            json={"successUrl": "https://x", "cancelUrl": "https://y", "messagePriceId": "p"},
+            json={
+                "successUrl": "https://x",
+                "cancelUrl": "https://y",
+                "messagePriceId": "price_messages_starter",
+            },
             headers=tenant.headers,
         )
         body = assert_error(refused, 502, "invalid_request")

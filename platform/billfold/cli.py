@@ -307,6 +307,35 @@ def ledger_refresh_watermarks() -> None:
 
 
 @main.group()
+def month() -> None:
+    """Month close (UTC calendar months)."""
+
+
+@month.command("close")
+@click.option("--period", required=True, help="The month, YYYY-MM (UTC); it must have ended.")
+@click.option("--org", "org_id", default=None, type=click.UUID, help="Only this organization.")
+@click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
+def month_close(period: str, org_id: uuid.UUID | None, as_json: bool) -> None:
+    """Close a month for every organization (or one): once each, whoever else is closing it.
+
+    The worker does this by itself shortly after a month ends; run it by hand to close at once or
+    to finish a close that was interrupted (organizations already closed are skipped)."""
+    from billfold.errors import BillfoldError
+
+    app = billfold()
+    try:
+        report = run_command(app.month_close.close(period, org_id=org_id))
+    except BillfoldError as error:
+        raise click.ClickException(error.message) from None
+    result = {"period": report.period, "closed": [str(o) for o in report.closed], "already": report.already}
+    _print(
+        result,
+        as_json,
+        f"{period}: closed {len(report.closed)} organization(s), {report.already} already closed",
+    )
+
+
+@main.group()
 def clock() -> None:
     """The business clock (development only)."""
 

@@ -73,10 +73,23 @@ from billfold.plugins import (
     switch_off_disabled,
     validate_plugin_configs,
 )
+from billfold.usage.close import MonthCloseService
+from billfold.usage.plans import PlanService
+from billfold.usage.pricing import FlatPrices
+from billfold.usage.reports import UsageReports
+from billfold.usage.service import UsageService
 
 logger = logging.getLogger("billfold")
 
-CORE_PLUGINS = ("billfold.orgs.service", "billfold.payments.profiles", "billfold.payments.autoreload")
+CORE_PLUGINS = (
+    "billfold.orgs.service",
+    "billfold.payments.profiles",
+    "billfold.payments.autoreload",
+    "billfold.usage.plans",
+    "billfold.usage.pricing",
+    "billfold.usage.service",
+    "billfold.usage.close",
+)
 """The core's services that implement hooks, registered on the plugin manager like plugins."""
 
 
@@ -145,6 +158,22 @@ class Billfold:
         self.webhooks = WebhookService(
             self.db, ledger=self.ledger, credits=self.credits, methods=self.methods, hooks=self.hooks
         )
+        self.plan_service = PlanService(self.db, config.plans, self.orgs)
+        self.flat_prices = FlatPrices(config.channels)
+        self.usage = UsageService(
+            self.db,
+            ledger=self.ledger,
+            holds=self.holds,
+            orgs=self.orgs,
+            profiles=self.profiles,
+            plans=self.plan_service,
+            hooks=self.hooks,
+            channels=config.channels,
+            currencies=config.currencies,
+            config=config.usage,
+        )
+        self.reports = UsageReports(self.db)
+        self.month_close = MonthCloseService(self.db, self.orgs, self.hooks, config.usage)
         self.worker = Worker(
             db=self.db, holds=self.holds, hooks=self.hooks, clock=self.clock, config=config.worker
         )
@@ -157,7 +186,16 @@ class Billfold:
             provider=self.provider_now,
             wake=self.worker.wake,
         )
-        for name, service in zip(CORE_PLUGINS, (self.orgs, self.profiles, self.autoreload), strict=True):
+        core = (
+            self.orgs,
+            self.profiles,
+            self.autoreload,
+            self.plan_service,
+            self.flat_prices,
+            self.usage,
+            self.month_close,
+        )
+        for name, service in zip(CORE_PLUGINS, core, strict=True):
             if self.pm.get_plugin(name) is None:
                 self.pm.register(service, name=name)
         self._clock_refresher: asyncio.Task[None] | None = None
@@ -198,6 +236,11 @@ class Billfold:
             "topups": value(self.topups),
             "autoreload": value(self.autoreload),
             "webhooks": value(self.webhooks),
+            "usage": value(self.usage),
+            "reports": value(self.reports),
+            "plan_service": value(self.plan_service),
+            "month_close": value(self.month_close),
+            "channels": value(self.config.channels),
             "db": value(self.db),
             "clock": value(self.clock),
             "pm": value(self.pm),
@@ -263,7 +306,9 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
     from billfold.api import family_004 as f004
     from billfold.ledger.schemas import HoldIn
     from billfold.orgs.schemas import AdjustmentIn, OrganizationCreate
-    from billfold.payments.schemas import BillingAccountPatch, TopUpIn
+    from billfold.payments.schemas import BillingAccountPatch, CustomerBillingIn, TopUpIn
+    from billfold.usage.plans import PlanChange
+    from billfold.usage.schemas import UsageIn
 
     currencies = config.currencies
     per_currency = "; ".join(
@@ -293,7 +338,17 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
             "then": {"required": list(fields)},
         }
 
+    def one_of(values: list[str]) -> dict[str, Any]:
+        return {"enum": values} if values else {"not": {}}
+
+    plans = config.plans
     return {
+        UsageIn: {"channel": one_of(sorted(config.channels)), "": {"allOf": usage_rules(config)}},
+        CustomerBillingIn: {
+            "messagePriceId": one_of([s.price_id for s in plans.message.values() if s.price_id]),
+            "budgetPriceId": one_of([s.price_id for s in plans.budget.values() if s.price_id]),
+        },
+        PlanChange: {"message_step": one_of(list(plans.message)), "budget_step": one_of(list(plans.budget))},
         TopUpIn: {"amount_cents": top_up},
         f002.HostedTopUpRequest: {
             "amountDecimillicents": {
@@ -315,6 +370,30 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
             "monthly_limit": {"multipleOf": 10**-decimals if decimals else 1},
         },
     }
+
+
+def usage_rules(config: BillfoldConfig) -> list[dict[str, Any]]:
+    """What a usage event must hold beyond its types, per channel of billing.yaml: the message types
+    the channel declares (none: no message type), and the id a session- or subscriber-charged type
+    needs."""
+    rules: list[dict[str, Any]] = []
+    for name, channel in sorted(config.channels.items()):
+        when = {"if": {"properties": {"channel": {"const": name}}, "required": ["channel"]}}
+        types = sorted(channel.message_types)
+        allowed = {"enum": [*types, None]} if types else {"type": "null"}
+        rules.append({**when, "then": {"properties": {"message_type": allowed}}})
+        for type_name, message_type in sorted(channel.message_types.items()):
+            needs = {"session": "session_id", "subscriber_month": "subscriber_id"}.get(message_type.charge)
+            if needs is None:
+                continue
+            condition = {"channel": {"const": name}, "message_type": {"const": type_name}}
+            rules.append(
+                {
+                    "if": {"properties": condition, "required": ["channel", "message_type"]},
+                    "then": {"required": [needs], "properties": {needs: {"type": "string"}}},
+                }
+            )
+    return rules
 
 
 def _rate_limit_identifier(request: Request[Any, Any, Any]) -> str:
@@ -359,6 +438,7 @@ class BillfoldPlugin(InitPluginProtocol):
         from billfold.payments.routes import PAYMENT_ROUTES
         from billfold.payments.routes_002 import ROUTES_002
         from billfold.payments.routes_004 import ROUTES_004
+        from billfold.usage.routes import USAGE_ROUTES
 
         app_config.route_handlers.extend(
             [
@@ -370,6 +450,7 @@ class BillfoldPlugin(InitPluginProtocol):
                 *PAYMENT_ROUTES,
                 *ROUTES_002,
                 *ROUTES_004,
+                *USAGE_ROUTES,
             ]
         )
         for answer in self.billfold.hooks.call_sync("billfold_routes"):

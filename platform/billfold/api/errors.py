@@ -110,6 +110,8 @@ DECODE_CODES = frozenset(
 )
 """400s that mean the request did not decode into its schema (document 002's HttpApiDecodeError)."""
 FAMILY_004_STATE_KEY = "billfold_family_004"
+SHAPE_HEADER = "billfold-shape"
+"""``Billfold-Shape: 004`` on a usage route: answer (and refuse) in document 004's shapes."""
 
 
 def _family(request: Request[Any, Any, Any]) -> str | None:
@@ -118,6 +120,10 @@ def _family(request: Request[Any, Any, Any]) -> str | None:
     if handler is None:
         return None
     family: str | None = handler.opt.get("family")
+    # Billfold's own usage routes answer a product speaking 004 in 004's words when it asks.
+    asks_004 = request.headers.get(SHAPE_HEADER, "").strip() == family_004.FAMILY
+    if family is None and handler.opt.get("shape_header") and asks_004:
+        return family_004.FAMILY
     return family
 
 

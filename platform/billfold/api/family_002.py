@@ -257,3 +257,31 @@ class WebhookAnswer(_Camel):
     processed: bool
     idempotent: bool
     event_id: str
+
+
+PRODUCT_CATEGORIES = (
+    "text_generation",
+    "image_generation",
+    "video_generation",
+    "storage",
+    "openrouter_inference",
+    "workflow_execution",
+    "api_call",
+)
+"""The product's usage categories (the last three are its legacy ones)."""
+MAX_USAGE_WINDOW_DAYS = 92
+
+
+class UsageReport(_Camel):
+    organization_id: uuid.UUID
+    category: str
+    period_start: str
+    period_end: str
+    total_quantity: int
+    total_cost_decimillicents: int
+
+
+class NoCapReminder(_Camel):
+    dismissed: bool
+    usage_cap_set: bool
+    """Billfold's addition: whether a spend cap is set (a client shows the reminder while neither)."""

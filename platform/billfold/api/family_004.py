@@ -122,3 +122,83 @@ class AutoReloadUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     trigger_threshold: MajorAmount | msgspec.UnsetType = msgspec.UNSET
     reload_amount: MajorAmount | msgspec.UnsetType = msgspec.UNSET
     monthly_limit: MajorAmount | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class UsageBalance(msgspec.Struct):
+    free: float
+    reserved: float
+    total: float
+
+
+class UsageBilling(msgspec.Struct):
+    """The inline billing object of an accepted send."""
+
+    channel: str
+    message_type: str | None
+    hold_amount: float
+    """Held for a reserved send (0 once charged)."""
+    message_price: float
+    """What this send costs (charged, or held while reserved)."""
+    balance: UsageBalance
+    tier: dict[str, Any] | None
+
+
+class UsageAccepted(msgspec.Struct):
+    usage_id: str
+    event_id: str
+    status: str
+    billing: UsageBilling
+
+
+def usage_billing(
+    *,
+    channel: str,
+    message_type: str | None,
+    amount_cents: int,
+    reserved: bool,
+    free: int,
+    reserved_cents: int,
+    total: int,
+    tier: dict[str, Any] | None,
+    minor_units: int,
+) -> UsageBilling:
+    return UsageBilling(
+        channel=channel,
+        message_type=message_type,
+        hold_amount=major(amount_cents if reserved else 0, minor_units),
+        message_price=major(amount_cents, minor_units),
+        balance=UsageBalance(
+            free=major(free, minor_units),
+            reserved=major(reserved_cents, minor_units),
+            total=major(total, minor_units),
+        ),
+        tier=tier,
+    )
+
+
+class ChannelUsage(msgspec.Struct):
+    channel: str
+    quantity: int
+    """Billed units (minutes for calls)."""
+    amount: float
+    tier: dict[str, Any] | None
+
+
+class MonthUsage(msgspec.Struct):
+    month: str
+    currency: str
+    channels: list[ChannelUsage]
+
+
+class UsageRow(msgspec.Struct):
+    key: str
+    quantity: int
+    amount: float
+
+
+class DetailedUsage(msgspec.Struct, rename={"from_": "from"}):
+    from_: str
+    to: str
+    group_by: str
+    currency: str
+    rows: list[UsageRow]

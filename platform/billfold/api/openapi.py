@@ -73,7 +73,14 @@ class Error004(msgspec.Struct, omit_defaults=True):
     topup_url: str | None = None
 
 
-_ENVELOPES: dict[str | None, type[msgspec.Struct]] = {None: ErrorEnvelope, "002": Error002, "004": Error004}
+_ENVELOPES: dict[str | None, Any] = {
+    None: ErrorEnvelope,
+    "002": Error002,
+    "004": Error004,
+    "shaped": ErrorEnvelope | Error004,
+}
+"""Error bodies by family; "shaped": Billfold's usage routes, which answer 004's errors when the
+request sends ``Billfold-Shape: 004``."""
 
 _DESCRIPTIONS = {
     400: "Invalid request: the field is named in `error.field`",
@@ -100,7 +107,8 @@ def responses(
 ) -> dict[int, ResponseSpec]:
     """ResponseSpecs of the error envelope for ``codes`` plus the ones every route can answer
     (``public``: no key is asked for, so no 401; ``body``: the route reads a JSON body; ``family``:
-    the API document whose error shape the route answers, "002" or "004")."""
+    the API document whose error shape the route answers, "002" or "004", or "shaped" for a route
+    that answers 004's when asked with ``Billfold-Shape: 004``)."""
     wanted = set(codes) | ({400, 429} if public else set(ALWAYS)) | (set(BODY) if body else set())
     envelope = _ENVELOPES[family]
     return {
@@ -292,6 +300,19 @@ def refine(schema: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, A
     return {key: value for key, value in merged.items() if value is not None}
 
 
+def inline_refs(schema: Any, components: Mapping[str, Any]) -> Any:
+    """A body's schema with the Structs it nests (msgspec's ``$ref``s) written in place: a body is
+    documented whole, as the decoder checks it (a batch's events, say)."""
+    if isinstance(schema, Mapping):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return inline_refs(components[ref.rsplit("/", 1)[-1]], components)
+        return {key: inline_refs(value, components) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [inline_refs(item, components) for item in schema]
+    return schema
+
+
 class BodySchemaPlugin(StructSchemaPlugin):
     """Request bodies (the Structs decoded with ``forbid_unknown_fields``) as msgspec sees them.
 
@@ -310,7 +331,7 @@ class BodySchemaPlugin(StructSchemaPlugin):
         if not (isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields):
             return super().to_openapi_schema(field_definition, schema_creator)
         (ref,), components = msgspec.json.schema_components([struct])
-        raw = dict(components[ref["$ref"].rsplit("/", 1)[-1]])
+        raw = dict(inline_refs(components[ref["$ref"].rsplit("/", 1)[-1]], components))
         changes = self.refinements.get(struct, {})
         raw["properties"] = {
             name: refine(prop, changes[name]) if name in changes else prop

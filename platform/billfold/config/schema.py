@@ -40,14 +40,82 @@ class CurrencyConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("minor_units must be between 0 and 4")
 
 
-class ChannelConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    unit: str
-    price: Decimal
-    """Price of one unit in the currency's minor unit; may be fractional (0.79 = 0.79 cents)."""
+Price = Decimal | dict[str, Decimal]
+"""A unit price in minor units (fractions allowed): one number for every currency, or one per currency
+(``{usd: 8, eur: 7}``)."""
+
+
+def _check_price(price: Price, where: str) -> None:
+    for value in price.values() if isinstance(price, dict) else [price]:
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"{where} must be a non-negative number")
+        if value != value.quantize(Decimal(1).scaleb(-MAX_PRICE_DECIMALS)):
+            raise ValueError(f"{where} has more than {MAX_PRICE_DECIMALS} decimals")
+        if value > MAX_UNIT_PRICE:
+            raise ValueError(f"{where} must not exceed {MAX_UNIT_PRICE}")
+
+
+MAX_PRICE_DECIMALS = 8
+MAX_UNIT_PRICE = Decimal(10**9)
+"""Bounds on a unit price: exact carries stay small, and no event's amount overflows a cent count."""
+
+
+class MessageTypeConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A message type of a channel (document 004's basic, single, conversation, mau; a call tier).
+
+    ``charge``: ``unit`` prices every unit; ``session`` charges the first send of a session
+    (``session_id``) and lets later sends within ``usage.session_hours`` go free; ``subscriber_month``
+    charges one send per subscriber and agent per UTC calendar month."""
+
+    price: Price
+    charge: Literal["unit", "session", "subscriber_month"] = "unit"
 
     def __post_init__(self) -> None:
-        if self.price < 0:
-            raise ValueError("price must not be negative")
+        _check_price(self.price, "price")
+
+
+class ChannelConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    unit: str
+    """What one billed unit is called (minute, message)."""
+    price: Price
+    """Price of one unit in the currency's minor unit; may be fractional (0.79 = 0.79 cents)."""
+    message_types: dict[str, MessageTypeConfig] = msgspec.field(default_factory=dict)
+    """Priced variants of the channel; a usage event may name one (``message_type``)."""
+    increment_seconds: int | None = None
+    """Time-billed channels: the quantity is reported in seconds and billed per started increment
+    (60 = per started minute: ceil(seconds / 60), 0 s is 0)."""
+
+    def __post_init__(self) -> None:
+        _check_price(self.price, "price")
+        if self.increment_seconds is not None and not 1 <= self.increment_seconds <= 86400:
+            raise ValueError("increment_seconds must be between 1 and 86400")
+
+    def price_for(self, message_type: str | None, currency: str) -> Decimal:
+        price = self.message_types[message_type].price if message_type else self.price
+        return price[currency] if isinstance(price, dict) else price
+
+    def billed(self, quantity: int) -> int:
+        """Billed units for a reported quantity (started increments on a time-billed channel)."""
+        if self.increment_seconds is None:
+            return quantity
+        return -(-quantity // self.increment_seconds)
+
+
+class UsageConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    session_hours: float = 24
+    """A ``session``-charged message type: later sends of a session within this window are free."""
+    max_batch: int = 1000
+    """Events in one POST /v1/usage/batch."""
+    month_close_after_minutes: float = 5
+    """The worker closes a UTC month for every organization this long after it ended (business time)."""
+    reserve_expires_in_seconds: int = 900
+    """How long a reserved send's hold lives before it is released (real time)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= 10000:
+            raise ValueError("max_batch must be between 1 and 10000")
+        if self.session_hours <= 0:
+            raise ValueError("session_hours must be positive")
 
 
 class AutoReloadDefaults(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -96,6 +164,14 @@ class PlansConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     default: dict[str, str] = msgspec.field(default_factory=lambda: {"message": "free", "budget": "free"})
     message: dict[str, PlanStep] = msgspec.field(default_factory=lambda: {"free": PlanStep()})
     budget: dict[str, PlanStep] = msgspec.field(default_factory=lambda: {"free": PlanStep()})
+    message_channels: list[str] = msgspec.field(
+        default_factory=lambda: ["email", "push", "inapp_web", "web_push", "slack"]
+    )
+    """Channels whose units count toward ``messages_cap`` (document 003's message channels)."""
+    budget_channels: list[str] = msgspec.field(default_factory=lambda: ["sms", "call"])
+    """Channels whose spend counts toward ``cost_cap`` (``sms_cap`` and ``call_cap`` name sms and call)."""
+    unverified_caps: dict[str, int] = msgspec.field(default_factory=dict)
+    """Units per cycle an unverified organization may send on a channel (a channel not named: none)."""
 
     def __post_init__(self) -> None:
         for ladder in ("message", "budget"):
@@ -105,6 +181,10 @@ class PlansConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         paid = [n for ladder in (self.message, self.budget) for n, s in ladder.items() if s.paid]
         if len(set(paid)) != len(paid):
             raise ValueError("the name of a step with a price_id must be unique across both ladders")
+
+    def rank(self, ladder: str, name: str) -> int:
+        """A step's place on its ladder (the YAML order, cheapest first)."""
+        return list(getattr(self, ladder)).index(name)
 
     def paid_step(self, name: str) -> tuple[str, PlanStep] | None:
         """(ladder, step) of the step with a provider price called ``name``."""
@@ -157,6 +237,7 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
     auto_reload: AutoReloadDefaults = msgspec.field(default_factory=AutoReloadDefaults)
     plans: PlansConfig = msgspec.field(default_factory=PlansConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     portal: PortalConfig = msgspec.field(default_factory=PortalConfig)
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
@@ -170,6 +251,19 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("at least one currency must be declared under `currencies`")
         if self.default_currency not in self.currencies:
             raise ValueError(f"default_currency `{self.default_currency}` is not declared under `currencies`")
+        for name, channel in self.channels.items():
+            prices = [("price", channel.price)] + [
+                (f"message_types.{t}.price", m.price) for t, m in channel.message_types.items()
+            ]
+            for where, price in prices:
+                if isinstance(price, dict) and set(price) != set(self.currencies):
+                    missing = sorted(set(self.currencies) - set(price))
+                    extra = sorted(set(price) - set(self.currencies))
+                    raise ValueError(
+                        f"channels.{name}.{where} must name every declared currency"
+                        + (f" (missing {', '.join(missing)})" if missing else "")
+                        + (f" (not declared: {', '.join(extra)})" if extra else "")
+                    )
 
     @property
     def is_production(self) -> bool:

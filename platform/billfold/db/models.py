@@ -7,6 +7,16 @@ from billfold.events.models import OutboxEvent
 from billfold.ledger.models import Account, Entry, Hold, IdempotencyRecord
 from billfold.orgs.models import ApiKey, Organization
 from billfold.payments.models import BillingProfile, Payment, PaymentMethod, ProviderEvent
+from billfold.usage.models import (
+    MonthClose,
+    UsageCarry,
+    UsageCounter,
+    UsageDaily,
+    UsageEvent,
+    UsagePlan,
+    UsageSession,
+    UsageSubscriberMonth,
+)
 
 __all__ = [
     "Account",
@@ -16,9 +26,17 @@ __all__ = [
     "Entry",
     "Hold",
     "IdempotencyRecord",
+    "MonthClose",
     "Organization",
     "OutboxEvent",
     "Payment",
     "PaymentMethod",
     "ProviderEvent",
+    "UsageCarry",
+    "UsageCounter",
+    "UsageDaily",
+    "UsageEvent",
+    "UsagePlan",
+    "UsageSession",
+    "UsageSubscriberMonth",
 ]

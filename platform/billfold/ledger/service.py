@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -79,6 +79,11 @@ _ACCOUNT_POSTGRES = (
     "SELECT org_id, currency, free_cents, reserved_cents, overage_limit_cents, watch_below_cents, "
     "watch_above_cents FROM ledger_accounts WHERE org_id = $1"
 )
+
+
+_LOCK = select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == bindparam("org_id"))
+_LOCK_POSTGRES = _LOCK.with_for_update()
+"""Built once: every usage event takes the account lock first."""
 
 
 class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,10 +207,8 @@ class LedgerService:
         """Lock the account row for the rest of the caller's transaction. A transaction that will
         change an organization's other rows and its balance takes this first: every writer then
         locks in the same order (account, then the rest), as a debit does."""
-        stmt = select(*ACCOUNT_COLUMNS).where(accounts.c.org_id == org_id)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = (await conn.execute(stmt)).first()
+        stmt = _LOCK_POSTGRES if conn.dialect.name == "postgresql" else _LOCK
+        row = (await conn.execute(stmt, {"org_id": org_id})).first()
         if row is None:
             raise NotFound("no billing account for this organization", code="account_not_found")
         return AccountRow(*row)

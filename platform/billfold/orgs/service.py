@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.clock import now
@@ -25,6 +25,10 @@ from billfold.orgs.models import Organization
 from billfold.plugins import Hooks
 
 organizations = table_of(Organization)
+_STANDING = select(organizations.c.status, organizations.c.created_at).where(
+    organizations.c.id == bindparam("org_id")
+)
+"""Built once: a usage event reads it on every request."""
 
 MAX_NAME_LENGTH = 200
 ORG_STATUSES = ("verified", "unverified", "blocked")
@@ -152,6 +156,22 @@ class OrgService:
             if org is None:
                 raise NotFound("organization not found", code="organization_not_found")
             return _row(org)
+
+    async def standing(self, conn: AsyncConnection, org_id: uuid.UUID) -> tuple[str, datetime.datetime]:
+        """(status, created_at) in one indexed read: what a usage write needs of its organization."""
+        row = (await conn.execute(_STANDING, {"org_id": org_id})).first()
+        if row is None:
+            raise NotFound("organization not found", code="organization_not_found")
+        return row.status, _as_utc(row.created_at)
+
+    async def ids_created_before(
+        self, conn: AsyncConnection, end: datetime.datetime, *, only: uuid.UUID | None = None
+    ) -> list[uuid.UUID]:
+        """Organizations that existed before ``end`` (the month close's candidates), oldest first."""
+        stmt = select(organizations.c.id).where(organizations.c.created_at < end)
+        if only is not None:
+            stmt = stmt.where(organizations.c.id == only)
+        return list((await conn.execute(stmt.order_by(organizations.c.created_at))).scalars().all())
 
     async def list(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.config import AutoReloadDefaults
@@ -23,6 +23,7 @@ from billfold.orgs.service import OrgRow
 from billfold.payments.models import BillingProfile
 
 profiles = table_of(BillingProfile)
+_SPEND_CAP = select(profiles.c.usage_cap_cents).where(profiles.c.org_id == bindparam("org_id"))
 
 _UNSET: Any = msgspec.UNSET
 
@@ -218,6 +219,12 @@ class ProfileService:
         if row is None:
             raise NotFound("no billing profile for this organization", code="account_not_found")
         return _profile(row)
+
+    async def spend_cap(self, conn: AsyncConnection, org_id: uuid.UUID) -> int | None:
+        """Document 002's spend cap (minor units per cycle, None: none): one constant read, run for
+        every usage event."""
+        cap: int | None = (await conn.execute(_SPEND_CAP, {"org_id": org_id})).scalar_one_or_none()
+        return cap
 
     async def change_settings(
         self,

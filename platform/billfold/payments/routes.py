@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -12,14 +11,13 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from billfold.api.auth import OrgScope, tenant_guard
+from billfold.api.auth import OrgScope, authenticate_tenant
 from billfold.api.family_002 import WebhookAnswer
 from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
 from billfold.errors import ValidationFailed
 from billfold.ledger.routes import minor_units
-from billfold.ledger.service import LedgerService
 from billfold.orgs.service import OrgService
 from billfold.payments.autoreload import AutoReloadService, BillingView
 from billfold.payments.methods import MethodRow, MethodService
@@ -39,6 +37,7 @@ from billfold.payments.schemas import (
 )
 from billfold.payments.topups import TopUpResult, TopUpService
 from billfold.payments.webhooks import WebhookService
+from billfold.usage.plans import PlanService
 
 Currencies = Mapping[str, CurrencyConfig]
 
@@ -98,7 +97,7 @@ class OrgBillingController(Controller):
 
     path = "/v1/orgs/{org_id:str}/billing"
     tags = ["billing"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
 
     @get(
         "/", operation_id="GetOrgBillingAccount", summary="The billing account", responses=responses(403, 404)
@@ -162,7 +161,7 @@ class BillingController(Controller):
 
     path = "/v1/billing"
     tags = ["billing"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
 
     @get("/", operation_id="GetBillingAccount", summary="The billing account", responses=responses(404))
     async def get_account(
@@ -239,7 +238,7 @@ class CustomerBillingController(Controller):
 
     path = "/billing"
     tags = ["payments"]
-    guards = [tenant_guard]
+    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/",
@@ -255,42 +254,72 @@ class CustomerBillingController(Controller):
         methods: NamedDependency[MethodService],
         topups: NamedDependency[TopUpService],
         orgs: NamedDependency[OrgService],
-        ledger: NamedDependency[LedgerService],
+        plan_service: NamedDependency[PlanService],
+        currencies: NamedDependency[Currencies],
     ) -> CustomerBillingOut:
+        steps = []
+        for ladder, price_id, field in (
+            ("message", data.message_price_id, "messagePriceId"),
+            ("budget", data.budget_price_id, "budgetPriceId"),
+        ):
+            if price_id is None:
+                continue
+            step = plan_service.step_for_price(price_id, ladder)
+            if step is None:
+                raise ValidationFailed(
+                    f"{field} {price_id!r} is not the price of a {ladder} step in billing.yaml",
+                    code="unknown_price",
+                    field=field,
+                )
+            steps.append((price_id, step))
         customer_id = await methods.ensure_customer(org.org_id)
-        price_ids = [p for p in (data.message_price_id, data.budget_price_id) if p]
         session = None
-        if price_ids:
+        if steps:
             session = await topups.checkout(
                 org.org_id,
                 amount_cents=None,
                 success_url=data.success_url,
                 cancel_url=data.cancel_url,
-                price_ids=price_ids,
+                price_ids=[price_id for price_id, _ in steps],
+                metadata={"plan_steps": ",".join(step for _, step in steps)},
             )
         found = await orgs.get(org.org_id)
-        account = await ledger.account(org.org_id)
-        created = (
-            found.created_at
-            if isinstance(found.created_at, datetime.datetime)
-            else datetime.datetime.now(datetime.UTC)
-        )
-        updated = found.updated_at if isinstance(found.updated_at, datetime.datetime) else created
+        plan = await plan_service.get(org.org_id, found.created_at)
+        units = minor_units(currencies, found.currency)
+
+        def major(cents: int | None) -> float | None:
+            return None if cents is None else cents / 10**units
+
+        pending: dict[str, Any] = {}
+        if plan.pending_effective is not None:
+            message = plan_service.step("message", plan.pending_message_step or plan.message_step)
+            budget = plan_service.step("budget", plan.pending_budget_step or plan.budget_step)
+            pending = {
+                "pending_downgrade_messages_cap": message.messages_cap or 0,
+                "pending_downgrade_cost_cap": major(budget.cost_cap or 0),
+                "pending_downgrade_sms_cap": major(budget.sms_cap),
+                "pending_downgrade_call_cap": major(budget.call_cap),
+                "pending_downgrade_effective_date": plan.pending_effective.isoformat(),
+                "pending_downgrade_account_type": "free" if not (message.paid or budget.paid) else None,
+            }
         return CustomerBillingOut(
             organization_id=str(found.id),
             organization_type=found.organization_type,
             creator=found.creator,
-            messages_cap=0,
-            cost_cap=0,
-            created_at=created.isoformat(),
-            updated_at=updated.isoformat(),
-            anniversary_date=created.date().isoformat(),
-            allow_overage=account.overage_limit_cents > 0,
+            messages_cap=plan.messages_cap or 0,
+            cost_cap=major(plan.cost_cap or 0) or 0.0,
+            created_at=found.created_at.isoformat(),
+            updated_at=found.updated_at.isoformat(),
+            anniversary_date=plan.anniversary.isoformat(),
+            allow_overage=plan.allow_overage,
             name=found.name,
             status=found.status,
             stripe_customer_id=customer_id,
+            sms_cap=major(plan.sms_cap),
+            call_cap=major(plan.call_cap),
             session_id=session.id if session else None,
             url=session.url if session else None,
+            **pending,
         )
 
 

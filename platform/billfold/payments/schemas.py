@@ -117,7 +117,9 @@ class CustomerBillingOut(msgspec.Struct, rename="camel", omit_defaults=True):
     organization_type: str
     creator: str
     messages_cap: int
-    cost_cap: int
+    """Messages per cycle (0: the step has no cap)."""
+    cost_cap: float
+    """SMS and call spend per cycle, major units (0: no cap)."""
     created_at: str
     updated_at: str
     anniversary_date: str
@@ -125,7 +127,13 @@ class CustomerBillingOut(msgspec.Struct, rename="camel", omit_defaults=True):
     name: str
     status: str
     stripe_customer_id: str | None = None
-    sms_cap: int | None = None
-    call_cap: int | None = None
+    sms_cap: float | None = None
+    call_cap: float | None = None
+    pending_downgrade_cost_cap: float | None = None
+    pending_downgrade_messages_cap: int | None = None
+    pending_downgrade_sms_cap: float | None = None
+    pending_downgrade_call_cap: float | None = None
+    pending_downgrade_effective_date: str | None = None
+    pending_downgrade_account_type: str | None = None
     session_id: str | None = None
     url: str | None = None

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.db import Database, dialect_insert, table_of
 from billfold.errors import NotFound
+from billfold.events.outbox import emit
 from billfold.ledger.service import LedgerService
 from billfold.payments.credits import CreditService
 from billfold.payments.methods import MethodService
@@ -31,6 +32,7 @@ CREDITING_EVENTS = (
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
 )
+PLAN_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 FAILING_EVENTS = ("payment_intent.payment_failed", "checkout.session.async_payment_failed")
 
 
@@ -117,6 +119,34 @@ class WebhookService:
                 return "unknown_organization" if intent.metadata.get("org_id") else "ignored"
             purpose = intent.metadata.get("purpose", "top_up")
             await self.credits.failed(conn, org_id, event.provider, intent, purpose=purpose)
+            return "applied"
+        if event.type in PLAN_EVENTS and event.data.get("metadata", {}).get("plan_steps"):
+            # A checkout for plan steps (document 003's POST /billing) was paid: the plan changes in
+            # this transaction (the usage domain reacts to the domain event).
+            metadata = {str(k): str(v) for k, v in event.data.get("metadata", {}).items()}
+            if event.data.get("payment_status") not in ("paid", "no_payment_required"):
+                return "ignored"
+            org_id = await self._org(conn, metadata, event)
+            if org_id is None:
+                return "unknown_organization" if metadata.get("org_id") else "ignored"
+            steps = [step for step in metadata["plan_steps"].split(",") if step]
+            await emit(
+                conn, "plan.steps_paid", {"steps": steps, "session_id": event.session_id}, org_id=org_id
+            )
+            return "applied"
+        if event.type in PLAN_EVENTS and event.data.get("metadata", {}).get("plan_steps"):
+            # A checkout for plan steps (document 003's POST /billing) was paid: the plan changes in
+            # this transaction (the usage domain reacts to the domain event).
+            metadata = {str(k): str(v) for k, v in event.data.get("metadata", {}).items()}
+            if event.data.get("payment_status") not in ("paid", "no_payment_required"):
+                return "ignored"
+            org_id = await self._org(conn, metadata, event)
+            if org_id is None:
+                return "unknown_organization" if metadata.get("org_id") else "ignored"
+            steps = [step for step in metadata["plan_steps"].split(",") if step]
+            await emit(
+                conn, "plan.steps_paid", {"steps": steps, "session_id": event.session_id}, org_id=org_id
+            )
             return "applied"
         if event.type == "setup_intent.succeeded" and event.setup_intent is not None:
             setup = event.setup_intent

@@ -1,0 +1,99 @@
+"""Prices from billing.yaml and the carried fraction.
+
+The core's flat price answers ``billfold_price_usage`` last (``trylast``): a plugin that answers
+first (the tiers plugin) replaces it. Amounts are integers in minor units; prices are exact
+decimals. Each organization, channel and currency keeps the exact total its usage has cost and
+what was charged for it (always ``round(exact_total)``); an event is charged the difference, so
+N events at a fractional price cost round(N x price), to within one minor unit, at every point in
+time, whatever the order or interleaving of the events.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Mapping
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+
+from advanced_alchemy.types import GUID
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billfold.config import ChannelConfig
+from billfold.db import table_of
+from billfold.hookspecs import PriceQuote, hookimpl
+from billfold.usage.models import UsageCarry
+
+carry = table_of(UsageCarry)
+
+
+def rounded(value: Decimal) -> int:
+    """Half up to a whole minor unit (0.5 cent → 1 cent)."""
+    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def ceiling(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_CEILING))
+
+
+def price_text(price: Decimal) -> str:
+    """A price as the API shows it: exact, without exponent or trailing zeros (``"0.79"``, ``"8"``)."""
+    text = format(price.normalize(), "f")
+    return text
+
+
+class FlatPrices:
+    """The core's price list: ``channels.<name>.price`` or its message type's price."""
+
+    def __init__(self, channels: Mapping[str, ChannelConfig]) -> None:
+        self.channels = channels
+
+    @hookimpl(trylast=True)
+    def billfold_price_usage(
+        self, channel: str, message_type: str | None, currency: str, at: datetime.datetime
+    ) -> PriceQuote | None:
+        config = self.channels.get(channel)
+        if config is None:
+            return None
+        return PriceQuote(unit_price=config.price_for(message_type, currency))
+
+
+_CARRY = select(carry.c.exact_total, carry.c.charged_cents).where(
+    carry.c.org_id == bindparam("org_id"),
+    carry.c.channel == bindparam("channel"),
+    carry.c.currency == bindparam("currency"),
+)
+_CARRY_SET = text(
+    "INSERT INTO usage_carry (org_id, channel, currency, exact_total, charged_cents) "
+    "VALUES (:org_id, :channel, :currency, :exact_total, :charged) "
+    "ON CONFLICT (org_id, channel, currency) "
+    "DO UPDATE SET exact_total = excluded.exact_total, charged_cents = excluded.charged_cents"
+).bindparams(bindparam("org_id", type_=GUID()))
+"""Constant statements (built and compiled once: they run for every usage event)."""
+
+
+async def carry_charge(
+    conn: AsyncConnection, org_id: uuid.UUID, channel: str, currency: str, exact: Decimal
+) -> int:
+    """Add ``exact`` (units x price) to the carried total and return the whole minor units to charge
+    for it now: round(total after) - round(total before). The caller holds the account lock (every
+    usage write of an organization takes it first), so the read and the write are one step."""
+    key = {"org_id": org_id, "channel": channel, "currency": currency}
+    row = (await conn.execute(_CARRY, key)).first()
+    total = exact if row is None else Decimal(row.exact_total) + exact
+    charged = 0 if row is None else row.charged_cents
+    charge = rounded(total) - charged
+    await conn.execute(_CARRY_SET, {**key, "exact_total": str(total), "charged": charged + charge})
+    return charge
+
+
+async def carried(conn: AsyncConnection, org_id: uuid.UUID) -> dict[tuple[str, str], tuple[Decimal, int]]:
+    """Every (channel, currency) carry of an organization: (exact total, charged)."""
+    rows = (
+        await conn.execute(
+            select(carry.c.channel, carry.c.currency, carry.c.exact_total, carry.c.charged_cents).where(
+                carry.c.org_id == org_id
+            )
+        )
+    ).all()
+    return {(r.channel, r.currency): (Decimal(r.exact_total), r.charged_cents) for r in rows}

@@ -1,0 +1,646 @@
+"""The usage service: price a reported event, check its caps, debit (or hold) its price, count it.
+
+One event is one transaction that first locks the organization's account row (as every debit
+does), so an organization's events are priced, capped and counted one after another, on SQLite
+and on PostgreSQL with many processes alike. An event refused (402, 409, 400) leaves nothing
+behind: not the event, not its counters, not its carried fraction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from advanced_alchemy.types import GUID
+from sqlalchemy import Date, and_, bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billfold.clock import now
+from billfold.config import ChannelConfig, CurrencyConfig, UsageConfig
+from billfold.db import Database, dialect_insert, new_id, table_of
+from billfold.errors import BillfoldError, Conflict, NotFound, PaymentRequired, ValidationFailed
+from billfold.hookspecs import PriceQuote, WorkerTask, hookimpl
+from billfold.ledger.holds import HoldService
+from billfold.ledger.rows import AccountRow, Posted, holds
+from billfold.ledger.schemas import to_transaction
+from billfold.ledger.service import MAX_AMOUNT, LedgerService, NewEntry
+from billfold.orgs.service import OrgService
+from billfold.payments.profiles import ProfileService
+from billfold.plugins import Hooks
+from billfold.usage.models import UsageDaily, UsageEvent, UsageSession, UsageSubscriberMonth
+from billfold.usage.plans import PlanService, Usage
+from billfold.usage.pricing import carry_charge, ceiling, price_text
+from billfold.usage.schemas import BatchResult, SettleIn, UsageBalance, UsageBilling, UsageIn, UsageOut
+
+events = table_of(UsageEvent)
+daily = table_of(UsageDaily)
+sessions = table_of(UsageSession)
+subscriber_months = table_of(UsageSubscriberMonth)
+
+_ENCODE = msgspec.json.Encoder(order="deterministic")
+
+# Constant statements, built and compiled once (see billfold.usage.plans: building Core statements
+# and compiling INSERT ... ON CONFLICT on every event cost more CPU than running them).
+_FIRST = select(events.c.request_hash, events.c.result).where(
+    events.c.org_id == bindparam("org_id"), events.c.event_id == bindparam("event_id")
+)
+_INSERT_EVENT = events.insert()
+_ROLL_UP = text(
+    "INSERT INTO usage_daily "
+    "(org_id, day, channel, message_type, category, events, quantity, billed_quantity, amount_cents) "
+    "VALUES (:org_id, :day, :channel, :message_type, :category, :events, :quantity, :billed, :amount) "
+    "ON CONFLICT (org_id, day, channel, message_type, category) DO UPDATE SET "
+    "events = usage_daily.events + excluded.events, quantity = usage_daily.quantity + excluded.quantity, "
+    "billed_quantity = usage_daily.billed_quantity + excluded.billed_quantity, "
+    "amount_cents = usage_daily.amount_cents + excluded.amount_cents"
+).bindparams(bindparam("org_id", type_=GUID()), bindparam("day", type_=Date()))
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    result: UsageOut
+    replayed: bool
+
+
+def request_hash(event: UsageIn) -> str:
+    return hashlib.sha256(_ENCODE.encode(event)).hexdigest()
+
+
+def month_of(at: datetime.datetime) -> str:
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+class UsageService:
+    """The only writer of usage events, carries, rollups, sessions and subscriber months."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ledger: LedgerService,
+        holds: HoldService,
+        orgs: OrgService,
+        profiles: ProfileService,
+        plans: PlanService,
+        hooks: Hooks,
+        channels: Mapping[str, ChannelConfig],
+        currencies: Mapping[str, CurrencyConfig],
+        config: UsageConfig,
+    ) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.holds = holds
+        self.orgs = orgs
+        self.profiles = profiles
+        self.plans = plans
+        self.hooks = hooks
+        self.channels = channels
+        self.currencies = currencies
+        self.config = config
+
+    # -- one event ----------------------------------------------------------------------------------
+
+    def _channel(self, event: UsageIn) -> ChannelConfig:
+        channel = self.channels.get(event.channel)
+        if channel is None:
+            raise ValidationFailed(
+                f"unknown channel {event.channel!r}; billing.yaml declares: {', '.join(self.channels)}",
+                code="unknown_channel",
+                field="channel",
+            )
+        if event.message_type is not None and event.message_type not in channel.message_types:
+            known = ", ".join(channel.message_types) or "none"
+            raise ValidationFailed(
+                f"unknown message_type {event.message_type!r} for channel {event.channel!r} "
+                f"(declared: {known})",
+                code="unknown_message_type",
+                field="message_type",
+            )
+        return channel
+
+    async def record(
+        self, org_id: uuid.UUID, event: UsageIn, *, conn: AsyncConnection | None = None
+    ) -> Recorded:
+        """Price, cap, debit (or hold) and count one event; a repeat of its ``event_id`` with the
+        same body answers the first result and moves nothing, with another body is 409."""
+        channel = self._channel(event)
+        digest = request_hash(event)
+        async with self.db.transaction(conn) as c:
+            account = await self.ledger.lock(c, org_id)
+            return await self._record_locked(c, org_id, account, event, channel, digest)
+
+    async def _record_locked(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        account: AccountRow,
+        event: UsageIn,
+        channel: ChannelConfig,
+        digest: str,
+    ) -> Recorded:
+        first = await self._first(conn, org_id, event.event_id)
+        if first is not None:
+            if first.request_hash != digest:
+                raise Conflict(
+                    f"event_id {event.event_id!r} was already reported with another body",
+                    code="event_id_conflict",
+                    field="event_id",
+                )
+            return Recorded(msgspec.convert(first.result, UsageOut), replayed=True)
+
+        status, created_at = await self.orgs.standing(conn, org_id)
+        if status == "blocked":
+            raise PaymentRequired(
+                "this organization is blocked and sends nothing",
+                code="account_blocked",
+                fix="Ask the operator to unblock the organization.",
+            )
+        at = now()
+        plan = await self.plans.current(conn, org_id, created_at, at)
+        billed = await self._billed_units(conn, org_id, event, channel, at)
+        quote = await self._price(conn, org_id, event, billed, account.currency, at)
+        exact = quote.unit_price * billed
+        if event.reserve:
+            amount = ceiling(exact)  # the carry moves at capture; round-difference ≤ ceil(exact)
+        else:
+            amount = await carry_charge(conn, org_id, event.channel, account.currency, exact)
+        if amount > MAX_AMOUNT:
+            raise ValidationFailed("this event's price exceeds the largest amount", field="quantity")
+        spend_cap = await self.profiles.spend_cap(conn, org_id)
+        counted = await self.plans.check_and_count(
+            conn,
+            plan,
+            Usage(
+                channel=event.channel,
+                units=event.quantity if channel.increment_seconds is None else billed,
+                amount_cents=amount,
+            ),
+            unverified=status == "unverified",
+            spend_cap=spend_cap,
+        )
+        usage_id = new_id()
+        posted, hold_id = await self._move_money(conn, org_id, usage_id, event, amount, quote, billed)
+        account_after = posted.account if posted is not None else account
+        result = UsageOut(
+            usage_id=usage_id,
+            event_id=event.event_id,
+            status="reserved" if event.reserve else "accepted",
+            entry=self._entry(posted),
+            hold_id=hold_id,
+            billing=UsageBilling(
+                channel=event.channel,
+                message_type=event.message_type,
+                quantity=event.quantity,
+                billed_quantity=billed,
+                unit_price=price_text(quote.unit_price),
+                amount_cents=amount,
+                currency=account.currency,
+                balance=UsageBalance(
+                    free=account_after.free_cents,
+                    reserved=account_after.reserved_cents,
+                    total=account_after.total_cents,
+                ),
+                tier=quote.tier,
+            ),
+            occurred_at=event.occurred_at,
+            created_at=at,
+        )
+        await conn.execute(
+            _INSERT_EVENT,
+            dict(
+                id=usage_id,
+                org_id=org_id,
+                event_id=event.event_id,
+                request_hash=digest,
+                channel=event.channel,
+                message_type=event.message_type,
+                category=event.category,
+                quantity=event.quantity,
+                billed_quantity=billed,
+                unit_price=price_text(quote.unit_price),
+                amount_cents=amount,
+                currency=account.currency,
+                status=result.status,
+                hold_id=hold_id,
+                entry_id=posted.entry.id if posted is not None and not event.reserve else None,
+                cycle_start=plan.cycle_start,
+                counted=counted,
+                tier=quote.tier,
+                subscriber_id=event.subscriber_id,
+                agent_id=event.agent_id,
+                session_id=event.session_id,
+                call_id=event.call_id,
+                phone_number_id=event.phone_number_id,
+                phone_number_value=event.phone_number_value,
+                metadata=event.metadata,
+                result=msgspec.to_builtins(result),
+                occurred_at=event.occurred_at,
+                created_at=at,
+            ),
+        )
+        if not event.reserve:
+            await self._roll_up(
+                conn,
+                org_id,
+                at,
+                event.channel,
+                event.message_type,
+                event.category,
+                quantity=event.quantity,
+                billed=billed,
+                amount=amount,
+            )
+        return Recorded(result, replayed=False)
+
+    async def _first(self, conn: AsyncConnection, org_id: uuid.UUID, event_id: str) -> Any:
+        return (await conn.execute(_FIRST, {"org_id": org_id, "event_id": event_id})).first()
+
+    async def _billed_units(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        event: UsageIn,
+        channel: ChannelConfig,
+        at: datetime.datetime,
+    ) -> int:
+        """Units to charge, enforced here rather than trusted to the client: started increments of a
+        time-billed channel; 0 for a later send of a live session; 0 for a subscriber already
+        charged for this agent this month."""
+        billed = channel.billed(event.quantity)
+        kind = channel.message_types[event.message_type].charge if event.message_type else "unit"
+        if kind == "session":
+            if event.session_id is None:
+                raise ValidationFailed(
+                    f"message_type {event.message_type!r} is charged per session: session_id is required",
+                    code="session_id_required",
+                    field="session_id",
+                )
+            started = (
+                await conn.execute(
+                    select(sessions.c.started_at).where(
+                        sessions.c.org_id == org_id, sessions.c.session_id == event.session_id
+                    )
+                )
+            ).scalar_one_or_none()
+            window = datetime.timedelta(hours=self.config.session_hours)
+            if started is not None and _utc(started) + window > at:
+                return 0
+            insert = dialect_insert(conn)(sessions).values(
+                org_id=org_id, session_id=event.session_id, started_at=at
+            )
+            await conn.execute(
+                insert.on_conflict_do_update(index_elements=["org_id", "session_id"], set_={"started_at": at})
+            )
+            return min(billed, 1)
+        if kind == "subscriber_month":
+            if event.subscriber_id is None:
+                raise ValidationFailed(
+                    f"message_type {event.message_type!r} is charged per subscriber and month: "
+                    "subscriber_id is required",
+                    code="subscriber_id_required",
+                    field="subscriber_id",
+                )
+            inserted = await conn.execute(
+                dialect_insert(conn)(subscriber_months)
+                .values(
+                    org_id=org_id,
+                    month=month_of(at),
+                    agent_id=event.agent_id or "",
+                    subscriber_id=event.subscriber_id,
+                )
+                .on_conflict_do_nothing()
+            )
+            return min(billed, 1) if inserted.rowcount else 0
+        return billed
+
+    async def _price(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        event: UsageIn,
+        billed: int,
+        currency: str,
+        at: datetime.datetime,
+    ) -> PriceQuote:
+        quote = await self.hooks.first(
+            "billfold_price_usage",
+            conn=conn,
+            org_id=org_id,
+            channel=event.channel,
+            message_type=event.message_type,
+            quantity=billed,
+            currency=currency,
+            at=at,
+        )
+        if not isinstance(quote, PriceQuote):
+            raise ValidationFailed(
+                f"no price for channel {event.channel!r}", code="unpriced", field="channel"
+            )
+        price = quote.unit_price
+        if not isinstance(price, Decimal) or not price.is_finite() or price < 0:
+            raise RuntimeError(f"a billfold_price_usage answer is not a non-negative Decimal: {price!r}")
+        return quote
+
+    async def _move_money(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        usage_id: uuid.UUID,
+        event: UsageIn,
+        amount: int,
+        quote: PriceQuote,
+        billed: int,
+    ) -> tuple[Posted | None, uuid.UUID | None]:
+        if amount == 0:
+            return None, None
+        unit = self.channels[event.channel].unit
+        description = (
+            f"Usage: {event.channel}{'/' + event.message_type if event.message_type else ''} "
+            f"{billed} {unit}{'s' if billed != 1 else ''} x {price_text(quote.unit_price)}"
+        )[:500]
+        metadata = {"usage_id": str(usage_id), "event_id": event.event_id, "channel": event.channel}
+        if event.reserve:
+            hold, posted = await self.holds.hold(
+                org_id,
+                amount,
+                expires_in_seconds=self.config.reserve_expires_in_seconds,
+                conn=conn,
+                description=description,
+                metadata=metadata,
+            )
+            return posted, hold.id
+        await self.ledger.authorize(
+            conn, org_id, amount, "debit", {"description": description, "metadata": metadata}
+        )
+        posted = await self.ledger.post(
+            conn,
+            NewEntry(
+                org_id=org_id,
+                kind="debit",
+                amount_cents=-amount,
+                description=description,
+                metadata=metadata,
+                call_id=event.call_id,
+                phone_number_id=event.phone_number_id,
+                phone_number_value=event.phone_number_value,
+                reference=f"usage:{usage_id}",
+            ),
+            require_funds=True,
+        )
+        return posted, None
+
+    def _entry(self, posted: Posted | None) -> dict[str, Any] | None:
+        if posted is None:
+            return None
+        currency = posted.account.currency
+        minor = self.currencies[currency].minor_units if currency in self.currencies else 2
+        built: dict[str, Any] = msgspec.to_builtins(to_transaction(posted.entry, currency, minor))
+        return built
+
+    async def _roll_up(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        at: datetime.datetime,
+        channel: str,
+        message_type: str | None,
+        category: str | None,
+        *,
+        quantity: int,
+        billed: int,
+        amount: int,
+        events_delta: int = 1,
+    ) -> None:
+        await conn.execute(
+            _ROLL_UP,
+            {
+                "org_id": org_id,
+                "day": at.date(),
+                "channel": channel,
+                "message_type": message_type or "",
+                "category": category or "",
+                "events": events_delta,
+                "quantity": quantity,
+                "billed": billed,
+                "amount": amount,
+            },
+        )
+
+    # -- many events --------------------------------------------------------------------------------
+
+    async def record_batch(
+        self, org_id: uuid.UUID, batch: list[UsageIn]
+    ) -> list[tuple[BatchResult, UsageOut | None]]:
+        """Each event all-or-nothing (a savepoint each), the batch one transaction under one lock."""
+        if len(batch) > self.config.max_batch:
+            raise ValidationFailed(f"at most {self.config.max_batch} events in one batch", field="events")
+        results: list[tuple[BatchResult, UsageOut | None]] = []
+        async with self.db.transaction() as conn:
+            account = await self.ledger.lock(conn, org_id)
+            for event in batch:
+                try:
+                    channel = self._channel(event)
+                    async with conn.begin_nested():
+                        recorded = await self._record_locked(
+                            conn, org_id, account, event, channel, request_hash(event)
+                        )
+                except BillfoldError as refused:
+                    results.append(
+                        (
+                            BatchResult(
+                                event_id=event.event_id,
+                                status="refused",
+                                code=refused.code,
+                                message=refused.message,
+                            ),
+                            None,
+                        )
+                    )
+                    continue
+                out = recorded.result
+                if not recorded.replayed:
+                    balance = out.billing.balance
+                    account = msgspec.structs.replace(
+                        account, free_cents=balance.free, reserved_cents=balance.reserved
+                    )
+                results.append(
+                    (
+                        BatchResult(
+                            event_id=event.event_id,
+                            status="replayed" if recorded.replayed else "accepted",
+                            usage_id=out.usage_id,
+                        ),
+                        out,
+                    )
+                )
+        return results
+
+    # -- two-phase sends ----------------------------------------------------------------------------
+
+    async def settle(self, org_id: uuid.UUID, usage_id: uuid.UUID, settle: SettleIn) -> UsageOut:
+        """Capture a reserved send's price (delivered, ``quantity`` ≤ reserved) or release it
+        (failed), once; the counters it moved are taken back on failure."""
+        async with self.db.transaction() as conn:
+            await self.ledger.lock(conn, org_id)
+            row = (
+                await conn.execute(select(events).where(events.c.id == usage_id, events.c.org_id == org_id))
+            ).first()
+            if row is None:
+                raise NotFound("usage event not found", code="usage_not_found", field="usage_id")
+            if row.status != "reserved":
+                raise Conflict(f"this usage is already {row.status}", code=f"usage_{row.status}")
+            at = now()
+            result = msgspec.convert(row.result, UsageOut)
+            if settle.outcome == "failed":
+                failed = await self._fail(conn, row, result, at, status="failed")
+                assert failed is not None  # the row is locked behind the account and was reserved
+                return failed
+            quantity = row.quantity if settle.quantity is None else settle.quantity
+            if quantity > row.quantity:
+                raise ValidationFailed(
+                    f"quantity {quantity} exceeds the reserved {row.quantity}",
+                    code="quantity_exceeds_reserved",
+                    field="quantity",
+                )
+            channel = self.channels.get(row.channel)
+            billed = channel.billed(quantity) if channel is not None else quantity
+            billed = min(billed, row.billed_quantity)
+            exact = Decimal(row.unit_price) * billed
+            amount = await carry_charge(conn, org_id, row.channel, row.currency, exact)
+            posted: Posted | None = None
+            if row.hold_id is not None:
+                if amount:
+                    _, posted = await self.holds.capture(org_id, row.hold_id, amount, conn=conn)
+                else:
+                    _, posted = await self.holds.release(org_id, row.hold_id, conn=conn)
+            # The counters moved by the reservation now keep what was delivered and charged.
+            units = quantity if channel is None or channel.increment_seconds is None else billed
+            counted = dict(row.counted or {})
+            kept = {name: (units if _is_unit_counter(name) else amount) for name in counted}
+            await self.plans.uncount(
+                conn, org_id, row.cycle_start, {name: counted[name] - kept[name] for name in counted}
+            )
+            account = posted.account if posted is not None else await self.ledger.account(org_id, conn=conn)
+            settled = msgspec.structs.replace(
+                result,
+                status="delivered",
+                entry=self._entry(posted) if amount else None,
+                billing=msgspec.structs.replace(
+                    result.billing,
+                    quantity=quantity,
+                    billed_quantity=billed,
+                    amount_cents=amount,
+                    balance=UsageBalance(
+                        free=account.free_cents, reserved=account.reserved_cents, total=account.total_cents
+                    ),
+                ),
+            )
+            await conn.execute(
+                update(events)
+                .where(events.c.id == usage_id)
+                .values(
+                    status="delivered",
+                    amount_cents=amount,
+                    billed_quantity=billed,
+                    quantity=quantity,
+                    entry_id=posted.entry.id if posted is not None and amount else None,
+                    settled_at=at,
+                    counted=kept,
+                    result=msgspec.to_builtins(settled),
+                )
+            )
+            await self._roll_up(
+                conn,
+                org_id,
+                at,
+                row.channel,
+                row.message_type,
+                row.category,
+                quantity=quantity,
+                billed=billed,
+                amount=amount,
+            )
+            return settled
+
+    async def _fail(
+        self, conn: AsyncConnection, row: Any, result: UsageOut, at: datetime.datetime, *, status: str
+    ) -> UsageOut | None:
+        """End a reservation without a charge (failed: release its hold; expired: the hold already
+        ran out) and take back its counters, once: None when it was no longer reserved."""
+        posted: Posted | None = None
+        if row.hold_id is not None and status == "failed":
+            _, posted = await self.holds.release(row.org_id, row.hold_id, conn=conn)
+        account = posted.account if posted is not None else await self.ledger.account(row.org_id, conn=conn)
+        failed = msgspec.structs.replace(
+            result,
+            status=status,
+            entry=None,
+            billing=msgspec.structs.replace(
+                result.billing,
+                amount_cents=0,
+                balance=UsageBalance(
+                    free=account.free_cents, reserved=account.reserved_cents, total=account.total_cents
+                ),
+            ),
+        )
+        ended = await conn.execute(
+            update(events)
+            .where(events.c.id == row.id, events.c.status == "reserved")
+            .values(
+                status=status, amount_cents=0, settled_at=at, counted={}, result=msgspec.to_builtins(failed)
+            )
+        )
+        if ended.rowcount != 1:
+            return None
+        await self.plans.uncount(conn, row.org_id, row.cycle_start, dict(row.counted or {}))
+        return failed
+
+    async def expire_reserved(self, *, limit: int = 100) -> int:
+        """Reserved sends whose hold expired: the send is ``expired`` and its counters are taken back."""
+        async with self.db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    select(events)
+                    .join(holds, holds.c.id == events.c.hold_id)
+                    .where(and_(events.c.status == "reserved", holds.c.status == "expired"))
+                    .limit(limit)
+                )
+            ).all()
+            expired = 0
+            for row in rows:
+                await self.ledger.lock(conn, row.org_id)
+                if await self._fail(
+                    conn, row, msgspec.convert(row.result, UsageOut), now(), status="expired"
+                ):
+                    expired += 1
+            return expired
+
+    async def get(self, org_id: uuid.UUID, usage_id: uuid.UUID) -> UsageOut:
+        async with self.db.reading() as conn:
+            row = (
+                await conn.execute(
+                    select(events.c.result).where(events.c.id == usage_id, events.c.org_id == org_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("usage event not found", code="usage_not_found", field="usage_id")
+        return msgspec.convert(row.result, UsageOut)
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def billfold_worker_tasks(self) -> list[WorkerTask]:
+        return [WorkerTask(name="usage-expired-reservations", interval_seconds=5.0, run=self.expire_reserved)]
+
+
+def _is_unit_counter(name: str) -> bool:
+    """Counters of units (the messages cap, the internal caps); the others count minor units."""
+    return name == "messages" or name.startswith("unverified:")
+
+
+def _utc(value: datetime.datetime) -> datetime.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
