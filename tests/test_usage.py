@@ -504,3 +504,32 @@ async def test_the_worker_closes_the_month_and_releases_expired_reservations(cli
     async with state.engine.connect() as conn:
         periods = (await conn.execute(text("SELECT period FROM month_closes"))).scalars().all()
     assert list(periods) == [period]
+
+
+async def test_a_plugin_fills_the_tier_of_the_month_report(client, new_tenant, state):
+    """`billfold_usage_tier`: what a tiers plugin shows beside a channel in 004's month report."""
+    from billfold import hookimpl
+
+    asked: list[tuple[str, str]] = []
+
+    class Tiers:
+        @hookimpl
+        async def billfold_usage_tier(self, conn: Any, org_id: Any, channel: str, month: str) -> Any:
+            asked.append((channel, month))
+            return {"channel": channel, "current": "growth", "volume_used": 2} if channel == "sms" else None
+
+    tenant = await new_tenant(balance=1000)
+    await report(client, tenant, event(1, "sms", 2))
+    await report(client, tenant, event(2, "email"))
+    assert all(
+        c["tier"] is None
+        for c in (await client.get("/v1/billing/usage", headers=tenant.headers)).json()["channels"]
+    )
+    state.pm.register(Tiers(), name="tiers-test")
+    try:
+        month = (await client.get("/v1/billing/usage", headers=tenant.headers)).json()
+    finally:
+        state.pm.unregister(name="tiers-test")
+    tiers = {c["channel"]: c["tier"] for c in month["channels"]}
+    assert tiers == {"sms": {"channel": "sms", "current": "growth", "volume_used": 2}, "email": None}
+    assert sorted(asked) == [("email", month["month"]), ("sms", month["month"])]

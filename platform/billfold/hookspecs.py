@@ -236,6 +236,14 @@ def billfold_price_usage(
     core's flat price from ``channels.<name>.price`` answers last (``trylast``)."""
 
 
+@hookspec(firstresult=True)
+def billfold_usage_tier(
+    conn: AsyncConnection, org_id: uuid.UUID, channel: str, month: str, state: PluginState
+) -> dict[str, Any] | Awaitable[dict[str, Any] | None] | None:
+    """The tier progress shown beside a channel in a month's usage report (document 004's
+    ``GET /v1/billing/usage``, ``month`` "YYYY-MM"): the first non-None answer, or ``null``."""
+
+
 @hookspec
 def billfold_month_close(
     conn: AsyncConnection, org_id: uuid.UUID, period: str, state: PluginState

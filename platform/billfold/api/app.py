@@ -172,7 +172,7 @@ class Billfold:
             currencies=config.currencies,
             config=config.usage,
         )
-        self.reports = UsageReports(self.db)
+        self.reports = UsageReports(self.db, self.hooks)
         self.month_close = MonthCloseService(self.db, self.orgs, self.hooks, config.usage)
         self.worker = Worker(
             db=self.db, holds=self.holds, hooks=self.hooks, clock=self.clock, config=config.worker

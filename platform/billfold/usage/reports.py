@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.db import Database, table_of
+from billfold.plugins import Hooks
 from billfold.usage.models import UsageDaily
 
 daily = table_of(UsageDaily)
@@ -38,8 +39,22 @@ def month_bounds(month: str) -> tuple[datetime.date, datetime.date]:
 
 
 class UsageReports:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hooks: Hooks) -> None:
         self.db = db
+        self.hooks = hooks
+
+    async def tiers(self, org_id: uuid.UUID, channels: list[str], month: str) -> dict[str, Any]:
+        """Each channel's tier progress for ``month`` from ``billfold_usage_tier`` (None without a
+        tiers plugin)."""
+        if not self.hooks.implemented("billfold_usage_tier"):
+            return {}
+        async with self.db.reading() as conn:
+            return {
+                channel: await self.hooks.first(
+                    "billfold_usage_tier", conn=conn, org_id=org_id, channel=channel, month=month
+                )
+                for channel in channels
+            }
 
     async def grouped(
         self,

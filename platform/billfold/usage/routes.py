@@ -214,12 +214,16 @@ class UsageReports004Controller(Controller):
         currency = (await ledger.account(org.org_id)).currency
         units = _units(currencies, currency)
         rows = await reports.grouped(org.org_id, first, last, "channel")
+        tiers = await reports.tiers(org.org_id, [r.key for r in rows], period)
         return f004.MonthUsage(
             month=period,
             currency=f004.currency_code(currency),
             channels=[
                 f004.ChannelUsage(
-                    channel=r.key, quantity=r.quantity, amount=f004.major(r.amount_cents, units), tier=None
+                    channel=r.key,
+                    quantity=r.quantity,
+                    amount=f004.major(r.amount_cents, units),
+                    tier=tiers.get(r.key),
                 )
                 for r in rows
             ],
