@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from billfold.api import family_002 as f002
 from billfold.api import family_004 as f004
-from billfold.api.auth import OrgScope, authenticate_tenant
+from billfold.api.auth import OrgScope, TenantController
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.params import CURSOR, INSTANT, anchored, parse_cursor, parse_instant
 from billfold.api.writes import idempotent, reply
@@ -70,10 +70,9 @@ KINDS = f"(?:{_KIND})(?:,(?:{_KIND}))*"
 """The ``kind`` filter: entry kinds, comma separated."""
 
 
-class LedgerController(Controller):
+class LedgerController(TenantController):
     path = "/v1/billing"
     tags = ["ledger"]
-    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/charges",
@@ -315,12 +314,11 @@ class LedgerController(Controller):
         )
 
 
-class CreditsController(Controller):
+class CreditsController(TenantController):
     """Document 002's credit routes, keyed by the organization in the path (decimillicents)."""
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["credits (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(

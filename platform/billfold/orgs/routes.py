@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from billfold.api.auth import OrgScope, authenticate_tenant, operator_guard
+from billfold.api.auth import OrgScope, TenantController, operator_guard
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
@@ -203,12 +203,11 @@ def _encoder(currencies: Currencies) -> Any:
     return encode
 
 
-class KeysController(Controller):
+class KeysController(TenantController):
     """A tenant revokes one of its own keys (another organization's key is 404)."""
 
     path = "/v1/api-keys"
     tags = ["keys"]
-    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/{key_id:uuid}/revoke",

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from billfold.api.auth import OrgScope, authenticate_tenant
+from billfold.api.auth import OrgScope, TenantController
 from billfold.api.family_002 import WebhookAnswer
 from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.writes import idempotent, reply
@@ -92,12 +92,11 @@ def method_out(method: MethodRow) -> PaymentMethodOut:
     )
 
 
-class OrgBillingController(Controller):
+class OrgBillingController(TenantController):
     """Document 000: /v1/orgs/{org_id}/billing."""
 
     path = "/v1/orgs/{org_id:str}/billing"
     tags = ["billing"]
-    before_request = staticmethod(authenticate_tenant)
 
     @get(
         "/", operation_id="GetOrgBillingAccount", summary="The billing account", responses=responses(403, 404)
@@ -156,12 +155,11 @@ class OrgBillingController(Controller):
         return _setup_out(await methods.create_setup_intent(org.org_id))
 
 
-class BillingController(Controller):
+class BillingController(TenantController):
     """Document 001 (/v1/billing) and 004's auto-reload and payments."""
 
     path = "/v1/billing"
     tags = ["billing"]
-    before_request = staticmethod(authenticate_tenant)
 
     @get("/", operation_id="GetBillingAccount", summary="The billing account", responses=responses(404))
     async def get_account(
@@ -233,12 +231,11 @@ class BillingController(Controller):
         return _account(await autoreload.view(org.org_id), currencies)
 
 
-class CustomerBillingController(Controller):
+class CustomerBillingController(TenantController):
     """Document 003: POST /billing gets or creates the provider customer, optionally a checkout session."""
 
     path = "/billing"
     tags = ["payments"]
-    before_request = staticmethod(authenticate_tenant)
 
     @post(
         "/",

@@ -7,12 +7,12 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from litestar import Controller, get, patch, post
+from litestar import get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from billfold.api import family_002 as f002
-from billfold.api.auth import OrgScope, authenticate_tenant
+from billfold.api.auth import OrgScope, TenantController
 from billfold.api.openapi import OptionalBody, responses
 from billfold.config import PlansConfig
 from billfold.errors import Forbidden, NotFound
@@ -83,12 +83,11 @@ def _own(org: OrgScope, named: str) -> None:
         )
 
 
-class OrganizationSettingsController(Controller):
+class OrganizationSettingsController(TenantController):
     """GET/PATCH /v1/organizations/{organizationId}/billing: the product's BillingSettings."""
 
     path = "/v1/organizations/{organization_id:str}/billing"
     tags = ["billing (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(
@@ -127,12 +126,11 @@ class OrganizationSettingsController(Controller):
         return settings_out(view, found.suspended_at)
 
 
-class OrganizationPaymentsController(Controller):
+class OrganizationPaymentsController(TenantController):
     """POST /v1/billing/{organizationId}/top-up, /dev/complete-local and the auto-recharge challenge."""
 
     path = "/v1/billing/{organization_id:str}"
     tags = ["billing (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @post(
@@ -211,12 +209,11 @@ class OrganizationPaymentsController(Controller):
         )
 
 
-class CheckoutController(Controller):
+class CheckoutController(TenantController):
     """POST /v1/billing/checkout and /v1/billing/portal: the organization is named in the body."""
 
     path = "/v1/billing"
     tags = ["billing (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @post(

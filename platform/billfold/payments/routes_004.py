@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from billfold.api import family_004 as f004
-from billfold.api.auth import OrgScope, authenticate_tenant
+from billfold.api.auth import OrgScope, TenantController
 from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig
@@ -45,12 +45,11 @@ def auto_reload_out(view: BillingView, units: int) -> f004.AutoReload:
     )
 
 
-class PaymentsController(Controller):
+class PaymentsController(TenantController):
     """POST /v1/billing/topup, GET/POST /v1/billing/payment-methods, GET/PUT /v1/billing/auto-reload."""
 
     path = "/v1/billing"
     tags = ["billing (004)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f004.OPT
 
     @post(

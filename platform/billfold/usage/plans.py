@@ -173,19 +173,16 @@ class PlanService:
         steps: dict[str, PlanStep] = getattr(self.config, ladder)
         return next((name for name, step in steps.items() if step.price_id == price_id), None)
 
-    def step(self, ladder: str, name: str) -> PlanStep:
-        return self._step(ladder, name)
-
     # -- plan state ---------------------------------------------------------------------------------
 
-    def _step(self, ladder: str, name: str) -> PlanStep:
+    def step(self, ladder: str, name: str) -> PlanStep:
         steps: dict[str, PlanStep] = getattr(self.config, ladder)
         # A step removed from billing.yaml since: the organization falls back to the default step.
         return steps.get(name) or steps[self.config.default[ladder]]
 
     def _plan(self, row: Any, today: datetime.date) -> Plan:
-        message = self._step("message", row.message_step)
-        budget = self._step("budget", row.budget_step)
+        message = self.step("message", row.message_step)
+        budget = self.step("budget", row.budget_step)
         start, end = cycle_bounds(row.anniversary, today)
         return Plan(
             org_id=row.org_id,

@@ -85,15 +85,3 @@ async def carry_charge(
     charge = rounded(total) - charged
     await conn.execute(_CARRY_SET, {**key, "exact_total": str(total), "charged": charged + charge})
     return charge
-
-
-async def carried(conn: AsyncConnection, org_id: uuid.UUID) -> dict[tuple[str, str], tuple[Decimal, int]]:
-    """Every (channel, currency) carry of an organization: (exact total, charged)."""
-    rows = (
-        await conn.execute(
-            select(carry.c.channel, carry.c.currency, carry.c.exact_total, carry.c.charged_cents).where(
-                carry.c.org_id == org_id
-            )
-        )
-    ).all()
-    return {(r.channel, r.currency): (Decimal(r.exact_total), r.charged_cents) for r in rows}

@@ -16,12 +16,14 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from billfold.api import family_002 as f002
 from billfold.api import family_004 as f004
-from billfold.api.auth import OrgScope, authenticate_tenant, operator_guard
+from billfold.api.auth import OrgScope, TenantController, operator_guard
 from billfold.api.openapi import responses
+from billfold.api.params import INSTANT, anchored, parse_instant
 from billfold.api.writes import REPLAY_HEADER
 from billfold.clock import now
 from billfold.config import ChannelConfig, CurrencyConfig
 from billfold.errors import ValidationFailed
+from billfold.ledger.routes import minor_units
 from billfold.ledger.service import LedgerService
 from billfold.orgs.service import OrgService
 from billfold.payments.profiles import ProfileService
@@ -48,11 +50,6 @@ USAGE_OPT = {"shape_header": True}
 """Errors of these routes take 004's envelope when the request asks for 004's shapes."""
 
 
-def _units(currencies: Currencies, currency: str) -> int:
-    config = currencies.get(currency)
-    return config.minor_units if config else 2
-
-
 def shaped(out: UsageOut, shape: str | None, currencies: Currencies) -> Any:
     if shape != f004.FAMILY:
         return out
@@ -70,7 +67,7 @@ def shaped(out: UsageOut, shape: str | None, currencies: Currencies) -> Any:
             reserved_cents=billing.balance.reserved,
             total=billing.balance.total,
             tier=billing.tier,
-            minor_units=_units(currencies, billing.currency),
+            minor_units=minor_units(currencies, billing.currency),
         ),
     )
 
@@ -84,10 +81,9 @@ _ACCEPTED = {
 }
 
 
-class UsageController(Controller):
+class UsageController(TenantController):
     path = "/v1/usage"
     tags = ["usage"]
-    before_request = staticmethod(authenticate_tenant)
     opt = USAGE_OPT
 
     @post(
@@ -186,10 +182,9 @@ def _date(value: str, field: str) -> datetime.date:
         raise ValidationFailed(f"{field} must be a date written YYYY-MM-DD", field=field) from None
 
 
-class UsageReports004Controller(Controller):
+class UsageReports004Controller(TenantController):
     path = "/v1/billing/usage"
     tags = ["billing (004)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f004.OPT
 
     @get(
@@ -212,7 +207,7 @@ class UsageReports004Controller(Controller):
         parse_period(period, "month")
         first, last = month_bounds(period)
         currency = (await ledger.account(org.org_id)).currency
-        units = _units(currencies, currency)
+        units = minor_units(currencies, currency)
         rows = await reports.grouped(org.org_id, first, last, "channel")
         tiers = await reports.tiers(org.org_id, [r.key for r in rows], period)
         return f004.MonthUsage(
@@ -264,7 +259,7 @@ class UsageReports004Controller(Controller):
         if group_by not in GROUPS:
             raise ValidationFailed(f"group_by must be one of: {', '.join(GROUPS)}", field="group_by")
         currency = (await ledger.account(org.org_id)).currency
-        units = _units(currencies, currency)
+        units = minor_units(currencies, currency)
         rows = await reports.grouped(org.org_id, first, last, group_by)
         return f004.DetailedUsage(
             from_=first.isoformat(),
@@ -281,20 +276,9 @@ class UsageReports004Controller(Controller):
 # -- document 002's report and reminder --------------------------------------------------------------
 
 
-def _instant(value: str | None, field: str, default: datetime.datetime) -> datetime.datetime:
-    if value is None:
-        return default
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(f"{field} is not a date: {value!r}", field=field) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
-class Usage002Controller(Controller):
+class Usage002Controller(TenantController):
     path = "/v1/organizations/{organization_id:str}/usage"
     tags = ["billing (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(
@@ -318,14 +302,18 @@ class Usage002Controller(Controller):
                 "channel of billing.yaml",
             ),
         ],
-        period_start: Annotated[str | None, QueryParameter(name="periodStart", max_length=64)] = None,
-        period_end: Annotated[str | None, QueryParameter(name="periodEnd", max_length=64)] = None,
+        period_start: Annotated[
+            str | None, QueryParameter(name="periodStart", max_length=40, pattern=anchored(INSTANT))
+        ] = None,
+        period_end: Annotated[
+            str | None, QueryParameter(name="periodEnd", max_length=40, pattern=anchored(INSTANT))
+        ] = None,
     ) -> f002.UsageReport:
         if category not in f002.PRODUCT_CATEGORIES and category not in channels:
             names = ", ".join([*f002.PRODUCT_CATEGORIES, *channels])
             raise ValidationFailed(f"category must be one of: {names}", field="category")
-        end = _instant(period_end, "periodEnd", now())
-        start = _instant(period_start, "periodStart", end - datetime.timedelta(days=30))
+        end = parse_instant(period_end, "periodEnd", end_of_day=True) or now()
+        start = parse_instant(period_start, "periodStart") or end - datetime.timedelta(days=30)
         if end < start:
             raise ValidationFailed("periodEnd is before periodStart", field="periodEnd")
         if end - start > datetime.timedelta(days=f002.MAX_USAGE_WINDOW_DAYS):
@@ -362,10 +350,9 @@ async def _reminder(
     )
 
 
-class NoCapReminderController(Controller):
+class NoCapReminderController(TenantController):
     path = "/v1/billing/{organization_id:str}/no-cap-reminder"
     tags = ["billing (002)"]
-    before_request = staticmethod(authenticate_tenant)
     opt = f002.OPT
 
     @get(

@@ -26,12 +26,13 @@ from billfold.db import Database, dialect_insert, new_id, table_of
 from billfold.errors import BillfoldError, Conflict, NotFound, PaymentRequired, ValidationFailed
 from billfold.hookspecs import PriceQuote, WorkerTask, hookimpl
 from billfold.ledger.holds import HoldService
-from billfold.ledger.rows import AccountRow, Posted, holds
+from billfold.ledger.rows import AccountRow, Posted, as_utc, holds
 from billfold.ledger.schemas import to_transaction
 from billfold.ledger.service import MAX_AMOUNT, LedgerService, NewEntry
 from billfold.orgs.service import OrgService
 from billfold.payments.profiles import ProfileService
 from billfold.plugins import Hooks
+from billfold.usage.close import period_of
 from billfold.usage.models import UsageDaily, UsageEvent, UsageSession, UsageSubscriberMonth
 from billfold.usage.plans import PlanService, Usage
 from billfold.usage.pricing import carry_charge, ceiling, price_text
@@ -68,10 +69,6 @@ class Recorded(msgspec.Struct, frozen=True):
 
 def request_hash(event: UsageIn) -> str:
     return hashlib.sha256(_ENCODE.encode(event)).hexdigest()
-
-
-def month_of(at: datetime.datetime) -> str:
-    return f"{at.year:04d}-{at.month:02d}"
 
 
 class UsageService:
@@ -287,7 +284,7 @@ class UsageService:
                 )
             ).scalar_one_or_none()
             window = datetime.timedelta(hours=self.config.session_hours)
-            if started is not None and _utc(started) + window > at:
+            if started is not None and as_utc(started) + window > at:
                 return 0
             insert = dialect_insert(conn)(sessions).values(
                 org_id=org_id, session_id=event.session_id, started_at=at
@@ -308,7 +305,7 @@ class UsageService:
                 dialect_insert(conn)(subscriber_months)
                 .values(
                     org_id=org_id,
-                    month=month_of(at),
+                    month=period_of(at),
                     agent_id=event.agent_id or "",
                     subscriber_id=event.subscriber_id,
                 )
@@ -640,7 +637,3 @@ class UsageService:
 def _is_unit_counter(name: str) -> bool:
     """Counters of units (the messages cap, the internal caps); the others count minor units."""
     return name == "messages" or name.startswith("unverified:")
-
-
-def _utc(value: datetime.datetime) -> datetime.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
