@@ -28,9 +28,9 @@ from sqlalchemy import text
 
 from billfold import clock
 from billfold.api.app import Billfold, create_app
+from billfold.cli_support import migration_sources
 from billfold.config import load_config_text
-from billfold.db import metadata
-from billfold.db.migrate import upgrade
+from billfold.db.migrate import Source, upgrade
 
 ADMIN_KEY = os.environ["BILLFOLD_ADMIN_API_KEY"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -67,6 +67,16 @@ def config_text(overrides: dict[str, Any] | None = None, *, database_url: str) -
 # -- databases ---------------------------------------------------------------------------------
 
 
+def plugin_sources(url: str) -> list[Source]:
+    """The installed plugins' migration scripts (the test databases carry their tables too)."""
+    config, lines = load_config_text(config_text(None, database_url=url), source="test.yaml")
+    app = Billfold(config, lines=lines, source="test.yaml")
+    try:
+        return migration_sources(app)
+    finally:
+        asyncio.run(app.engine.dispose())
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str | None]:
     """A fresh PostgreSQL database for this test process, migrated once; None on SQLite runs."""
@@ -85,7 +95,7 @@ def postgres_database() -> Iterator[str | None]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = server.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
+    upgrade(url, sources=plugin_sources(url))
     yield url.replace("postgresql://", "postgresql+asyncpg://")
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -93,7 +103,8 @@ def postgres_database() -> Iterator[str | None]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "billfold.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url, sources=plugin_sources(url))
     return path
 
 
@@ -108,7 +119,12 @@ def database_url(postgres_database: str | None, sqlite_template: Path, tmp_path:
     async def truncate() -> None:
         conn = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            # every table, the plugins' included (their MetaData is filled only when imported)
+            names = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT LIKE 'alembic_version%'"
+            )
+            tables = ", ".join(f'"{row["tablename"]}"' for row in names)
             await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         finally:
             await conn.close()
