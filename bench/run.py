@@ -64,7 +64,7 @@ BATCH_SIZE = 100
 BATCH_BODY = json.dumps({"events": [USAGE_EVENT] * BATCH_SIZE}, separators=(",", ":"))
 """One priced sms event per request, or 100 in one batch; "{n}" becomes a fresh event id each time."""
 FUNDING_CENTS = 100_000_000
-TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8, "usage": 0.8, "batch": 10.0}
+TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8, "usage": 0.8, "batch": 10.0, "tiers": 0.8}
 MINIMAL_WRITES = {
     "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
     "statement": "one self-committing UPDATE+INSERT statement",
@@ -627,6 +627,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{u['ratio_to_charges']:.2f} (target >= {TARGETS['usage']:.1f}: "
             f"{'PASS' if u['pass_single'] else 'MISS'})"
         )
+    if "tiers_ratio" in u:
+        print(
+            f"POST /v1/usage with the tiers plugin: {u['events_per_s']:.0f} events/s against "
+            f"{u['events_per_s_no_tiers']:.0f} without = {u['tiers_ratio']:.2f} "
+            f"(target >= {TARGETS['tiers']:.1f}: {'PASS' if u['pass_tiers'] else 'MISS'})"
+        )
     if "batch_ratio" in u:
         print(
             f"POST /v1/usage/batch ({BATCH_SIZE} events): {u['batch_events_per_s']:.0f} events/s = "
@@ -777,6 +783,11 @@ def build_report(
         usage["charges_per_s"] = charges["rps"]
         usage["ratio_to_charges"] = round(single["rps"] / charges["rps"], 3)
         usage["pass_single"] = usage["ratio_to_charges"] >= TARGETS["usage"]
+    plain = by_key.get((f"usage_{args.orgs}_orgs", "billfold-no-tiers"))
+    if single and plain:
+        usage["events_per_s_no_tiers"] = plain["rps"]
+        usage["tiers_ratio"] = round(single["rps"] / plain["rps"], 3)
+        usage["pass_tiers"] = usage["tiers_ratio"] >= TARGETS["tiers"]
     if single and batched and single["rps"]:
         usage["batch_events_per_s"] = batched["rps"] * BATCH_SIZE
         usage["batch_ratio"] = round(batched["rps"] * BATCH_SIZE / single["rps"], 2)
@@ -851,6 +862,23 @@ def main() -> int:
         billfold_env,
         port,
         RESULTS / f"{stamp}-billfold.log",
+    )
+    # The same Billfold with the tiers plugin switched off (same database): the usage phase runs
+    # on both, so the plugin's cost is measured in the same run.
+    no_tiers_config = run_dir / "billing-no-tiers.yaml"
+    no_tiers_text, switched = re.subn(
+        r"(\n  tiers:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
+    )
+    if not switched:
+        raise SystemExit("cannot find `plugins.tiers.enabled: true` in the config")
+    no_tiers_config.write_text(no_tiers_text)
+    port = free_port()
+    no_tiers = Server(
+        "billfold-no-tiers",
+        [*billfold.command[:-6], "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+        {**billfold_env, "BILLFOLD_CONFIG": str(no_tiers_config)},
+        port,
+        RESULTS / f"{stamp}-billfold-no-tiers.log",
     )
     port = free_port()
     minimal = Server(
@@ -952,15 +980,17 @@ def main() -> int:
             # Priced usage, in the same run after the charge rounds (run between them, its writes
             # and the autovacuum they start slowed the next charge rounds by about 10 %): one
             # event per request, and batches of 100.
+            no_tiers.start()
             for rnd in range(1, args.rounds + 1):
-                phases.append(
-                    bench.measure(
-                        f"usage_{args.orgs}_orgs",
-                        billfold,
-                        Load(charge["spread"], "POST", "/v1/usage", USAGE_BODY),
-                        rnd,
+                for server in (billfold, no_tiers):
+                    phases.append(
+                        bench.measure(
+                            f"usage_{args.orgs}_orgs",
+                            server,
+                            Load(charge["spread"], "POST", "/v1/usage", USAGE_BODY),
+                            rnd,
+                        )
                     )
-                )
                 phases.append(
                     bench.measure(
                         f"usage_batch_{BATCH_SIZE}",
@@ -971,6 +1001,7 @@ def main() -> int:
                         rnd,
                     )
                 )
+            no_tiers.stop()
         if args.only in ("all", "balance"):
             small_keys = keys_file("balance-small", ["bench-balance-small"])
             large_keys = keys_file("balance-large", ["bench-balance-large"])
@@ -1065,7 +1096,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        for server in (minimal, billfold):
+        for server in (minimal, no_tiers, billfold):
             try:
                 server.stop()
             except Exception as exc:  # keep cleaning up

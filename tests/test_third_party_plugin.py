@@ -81,7 +81,11 @@ def memo_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env.pop("PYTHONPATH", None)
     subprocess.run([UV, "venv", "-q", str(venv), "--python", sys.executable], check=True, env=env)
     subprocess.run(
-        [UV, "pip", "install", "-q", "-e", str(ROOT / "platform"), "-e", str(root), "httpx"],
+        # the first-party plugins too: the shipped billing.yaml has their sections
+        [
+            *(UV, "pip", "install", "-q", "-e", str(ROOT / "platform"), "-e", str(root), "httpx"),
+            *("-e", str(ROOT / "plugins" / "tiers"), "-e", str(ROOT / "plugins" / "alerts")),
+        ],
         check=True,
         env=env,
         timeout=300,
@@ -164,7 +168,7 @@ def test_a_plugin_from_the_readme_runs_beside_billfold(memo_env: Path, tmp_path:
     # switched off, its hooks are gone (the route is 404) but Billfold still upgrades
     text = (ROOT / "config" / "billing.yaml").read_text()
     off = tmp_path / "off.yaml"
-    off.write_text(text.replace("plugins: {}", "plugins:\n  memo:\n    enabled: false"))
+    off.write_text(text.replace("\nplugins:\n", "\nplugins:\n  memo:\n    enabled: false\n"))
     assert off.read_text() != text
     again = run(memo_env, database, "billfold", "db", "upgrade", config=off)
     listed_off = run(memo_env, database, "billfold", "plugins", "list", config=off)

@@ -518,6 +518,7 @@ async def test_a_plugin_fills_the_tier_of_the_month_report(client, new_tenant, s
             asked.append((channel, month))
             return {"channel": channel, "current": "growth", "volume_used": 2} if channel == "sms" else None
 
+    shipped = state.pm.unregister(name="tiers")  # the installed tiers plugin answers for sms and email
     tenant = await new_tenant(balance=1000)
     await report(client, tenant, event(1, "sms", 2))
     await report(client, tenant, event(2, "email"))
@@ -530,6 +531,7 @@ async def test_a_plugin_fills_the_tier_of_the_month_report(client, new_tenant, s
         month = (await client.get("/v1/billing/usage", headers=tenant.headers)).json()
     finally:
         state.pm.unregister(name="tiers-test")
+        state.pm.register(shipped, name="tiers")
     tiers = {c["channel"]: c["tier"] for c in month["channels"]}
     assert tiers == {"sms": {"channel": "sms", "current": "growth", "volume_used": 2}, "email": None}
     assert sorted(asked) == [("email", month["month"]), ("sms", month["month"])]

@@ -94,6 +94,44 @@ def _interpolate(node: yaml.Node, environ: dict[str, str] | os._Environ[str], so
             node.tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, node.value, (True, False))
 
 
+_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _name_keys(data: Any, schema: type[Any], path: str) -> str:
+    """msgspec writes a mapping's key as ``[...]`` in an error's path (``.channels[...].steps[1]``):
+    find which key fails by converting the data with that mapping cut down to one key at a time
+    (only when converting already failed), so the path names it (``.channels.sms.steps[1]``)."""
+    head, marker, _ = path.partition("[...]")
+    if not marker:
+        return path
+    parent, node = None, data
+    for name, index in _SEGMENT.findall(head):
+        parent, node = node, (node.get(name) if name and isinstance(node, dict) else None)
+        if index:
+            node = parent[int(index)] if isinstance(parent, list) and int(index) < len(parent) else None
+        if node is None:
+            return path
+    if not isinstance(node, dict):
+        return path
+    for key, value in node.items():
+        node_items = dict(node)
+        node.clear()
+        node[key] = value
+        try:
+            msgspec.convert(data, schema, strict=False)
+        except msgspec.ValidationError as exc:
+            found = _PATH_IN_MESSAGE.search(str(exc))
+            if found and found.group("path").startswith(head + "[...]"):
+                rest = found.group("path")[len(head) + len("[...]") :]
+                node.clear()
+                node.update(node_items)
+                return _name_keys(data, schema, f"{head}.{key}{rest}")
+        finally:
+            node.clear()
+            node.update(node_items)
+    return path
+
+
 def _dotted(path: str) -> str:
     return path[1:] if path.startswith(".") else path
 
@@ -108,7 +146,7 @@ def convert_section(data: Any, schema: type[T], *, lines: _Lines | None, prefix:
         match = _PATH_IN_MESSAGE.search(message)
         if match:
             message = message[: match.start()]
-            path = _dotted(prefix + match.group("path"))
+            path = _dotted(prefix + _name_keys(data, schema, match.group("path")))
         unknown = _UNKNOWN_FIELD.search(message)
         if unknown:
             path = f"{path}.{unknown.group('field')}" if path else unknown.group("field")

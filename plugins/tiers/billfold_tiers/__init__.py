@@ -1,0 +1,1 @@
+"""Per-channel volume tiers for Billfold (entry point ``tiers`` in group ``billfold``)."""

@@ -1,0 +1,330 @@
+"""Billfold hook implementations of the tiers plugin (entry point ``tiers`` in group ``billfold``).
+
+Pricing answers ``billfold_price_usage`` first (``tryfirst``) for the channels that have a ladder
+and passes for the others, so the core's flat price applies to them; ``billfold_month_close``
+starts the next month from the closed one; ``billfold_usage_tier`` fills the tier progress of the
+month's usage report. With ``plugins.tiers.enabled: false`` none of this runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import msgspec
+from litestar import Controller, delete, get, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billfold import (
+    AuditActor,
+    MigrationSource,
+    OrgScope,
+    PriceQuote,
+    ShortText,
+    StartupError,
+    hookimpl,
+    now,
+    operator_guard,
+    record_audit,
+    responses,
+    run_command,
+)
+from billfold_tiers.config import TiersConfig
+from billfold_tiers.service import Tiers, month_of
+
+FAMILY_004 = {"family": "004"}
+"""Errors of the tenant route take document 004's envelope, like the core's 004 routes."""
+
+
+@hookimpl
+def billfold_config_schema() -> tuple[str, type[TiersConfig]]:
+    """The ``plugins.tiers`` section of billing.yaml."""
+    return ("tiers", TiersConfig)
+
+
+@hookimpl
+def billfold_migrations(state: Any) -> MigrationSource:
+    return MigrationSource(name="tiers", script_location=Path(__file__).parent / "migrations")
+
+
+@hookimpl
+def billfold_startup(state: Any) -> None:
+    """Check the ladders against ``channels`` and ``currencies``: every step prices every
+    currency and every message type of its channel, so no unit silently falls back."""
+    config: TiersConfig = state.plugin_config("tiers")
+    channels = state.config.channels
+    currencies = list(state.config.currencies)
+    for name, ladder in config.channels.items():
+        where = f"plugins.tiers.channels.{name}"
+        channel = channels.get(name)
+        if channel is None:
+            raise StartupError(
+                f"{where}: billing.yaml declares no channel {name!r} (channels: {', '.join(channels)})"
+            )
+        types = list(channel.message_types)
+        for listed in ladder.volume_message_types or []:
+            if listed not in types:
+                raise StartupError(f"{where}.volume_message_types: {name} has no message type {listed!r}")
+        for position, step in enumerate(ladder.steps):
+            at = f"{where}.steps[{position}]"
+            for extra in step.message_types:
+                if extra not in types:
+                    raise StartupError(f"{at}.message_types: {name} has no message type {extra!r}")
+            for message_type in [None, *types] if step.price is not None or not types else types:
+                for currency in currencies:
+                    if step.price_for(message_type, currency) is None:
+                        what = f"message type {message_type!r}" if message_type else "the channel"
+                        raise StartupError(f"{at}: no price for {what} in {currency}")
+
+
+@hookimpl(tryfirst=True)
+async def billfold_price_usage(
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    channel: str,
+    message_type: str | None,
+    quantity: int,
+    currency: str,
+    at: datetime.datetime,
+    state: Any,
+) -> PriceQuote | None:
+    return await Tiers(state).price(conn, org_id, channel, message_type, quantity, currency, at)
+
+
+@hookimpl
+async def billfold_usage_tier(
+    conn: AsyncConnection, org_id: uuid.UUID, channel: str, month: str, state: Any
+) -> dict[str, Any] | None:
+    tiers = Tiers(state)
+    if tiers.ladder(channel) is None:
+        return None
+    return await tiers.tier(conn, org_id, channel, month)
+
+
+@hookimpl
+async def billfold_month_close(conn: AsyncConnection, org_id: uuid.UUID, period: str, state: Any) -> None:
+    await Tiers(state).close_month(conn, org_id, period)
+
+
+@hookimpl
+async def billfold_domain_event(conn: AsyncConnection, event: Any, state: Any) -> None:
+    """A reserved send that failed or expired gives its units back to the month's volume."""
+    if event.type != "usage.released" or event.org_id is None:
+        return
+    payload = event.payload
+    await Tiers(state).give_back(
+        conn,
+        event.org_id,
+        payload["channel"],
+        payload.get("message_type"),
+        int(payload["billed_quantity"]),
+        payload["month"],
+    )
+
+
+@hookimpl
+async def billfold_dashboard_panels(org_id: uuid.UUID, state: Any) -> list[Any]:
+    """The organization page's "Volume tiers" panel: each channel's step, pin and unpin."""
+    from billfold_tiers.dashboard import tiers_panel
+
+    return await tiers_panel(org_id, state)
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+class Tier(msgspec.Struct):
+    """Document 004's tier object."""
+
+    channel: str
+    current: str
+    qualification_source: str
+    volume_used: int
+    month: str
+    current_threshold: int
+    next_tier: str | None
+    next_threshold: int | None
+    downgrade_counter: int
+    pinned_until: str | None = None
+
+
+class TierList(msgspec.Struct):
+    tiers: list[Tier]
+
+
+class PinIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    step: ShortText
+    until: datetime.datetime | None = None
+    reason: ShortText = ""
+
+
+async def _tiers(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList:
+    tiers = Tiers(state)
+    wanted = [channel] if channel is not None else list(tiers.config.channels)
+    month = month_of(now())
+    async with state.db.reading() as conn:
+        for name in wanted:
+            tiers.known(name)
+        objects = [await tiers.tier(conn, org_id, name, month) for name in wanted]
+    return TierList(tiers=[msgspec.convert(o, Tier) for o in objects])
+
+
+def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value
+
+
+CHANNEL_QUERY = QueryParameter(
+    description="One channel's tier (every tiered channel when absent)", max_length=64
+)
+
+
+@hookimpl
+def billfold_routes(state: Any) -> list[Any]:
+    @get(
+        "/v1/billing/tier",
+        operation_id="GetTier",
+        tags=["billing (004)"],
+        summary="The volume tier of each channel this month",
+        description=(
+            "Per tiered channel: the step in force, how it was qualified (volume, retained, manual, "
+            "default), the month's counted units, the next step and its threshold, and the downgrade "
+            "counter (closed months in a row below the step's threshold)."
+        ),
+        opt=FAMILY_004,
+        responses=responses(family="004"),
+    )
+    async def tier(
+        org: NamedDependency[OrgScope], channel: Annotated[str | None, CHANNEL_QUERY] = None
+    ) -> TierList:
+        return await _tiers(state, org.org_id, channel)
+
+    class TierAdmin(Controller):
+        path = "/v1/admin/organizations/{org_id:uuid}/tiers"
+        tags = ["operator: tiers"]
+        guards = [operator_guard]
+
+        @get(
+            "/",
+            operation_id="AdminGetTiers",
+            summary="An organization's volume tiers this month",
+            description="Every tiered channel's tier object this UTC month (as GET /v1/billing/tier).",
+            responses=responses(404),
+        )
+        async def show(self, org_id: FromPath[uuid.UUID]) -> TierList:
+            await state.orgs.get(org_id)
+            return await _tiers(state, org_id, None)
+
+        @put(
+            "/{channel:str}/pin",
+            operation_id="AdminPinTier",
+            summary="Pin a channel's step (optionally until a date): never moved automatically",
+            description=(
+                "Body `{step, until?, reason?}`: the organization is on `step` from now on, qualification "
+                "source `manual`; low months do not move it down and volume does not move it up until it "
+                "is unpinned or `until` passes (then the step stays and the volume rules apply). Emits "
+                "`tier.changed`. 400 `unknown_step` for a step the channel's ladder does not have."
+            ),
+            responses=responses(404, body=True),
+        )
+        async def pin(
+            self,
+            org_id: FromPath[uuid.UUID],
+            channel: FromPath[str],
+            data: JSONBody[PinIn],
+            audit_actor: NamedDependency[AuditActor],
+        ) -> Tier:
+            tiers = Tiers(state)
+            month = month_of(now())
+            async with state.db.transaction() as conn:
+                await state.orgs.get(org_id, conn=conn)
+                before = await tiers.tier(conn, org_id, channel, month) if tiers.ladder(channel) else None
+                await tiers.pin(conn, org_id, channel, data.step, _aware(data.until), data.reason)
+                tier = await tiers.tier(conn, org_id, channel, month)
+                await record_audit(
+                    conn,
+                    audit_actor,
+                    "tier.pinned",
+                    org_id=org_id,
+                    target=channel,
+                    before=before,
+                    after=tier,
+                    reason=data.reason or None,
+                )
+            return msgspec.convert(tier, Tier)
+
+        @delete(
+            "/{channel:str}/pin",
+            operation_id="AdminUnpinTier",
+            summary="Unpin a channel's step: from now on it is qualified by volume again",
+            description=(
+                "The step stays; its source becomes `volume` (the month reached its threshold), `retained` "
+                "or `default`, and the downgrade counter runs from the next close. 404 `not_pinned` when "
+                "the channel is not pinned."
+            ),
+            status_code=200,
+            responses=responses(404),
+        )
+        async def unpin(
+            self,
+            org_id: FromPath[uuid.UUID],
+            channel: FromPath[str],
+            audit_actor: NamedDependency[AuditActor],
+        ) -> Tier:
+            tiers = Tiers(state)
+            month = month_of(now())
+            async with state.db.transaction() as conn:
+                await state.orgs.get(org_id, conn=conn)
+                before = await tiers.tier(conn, org_id, channel, month) if tiers.ladder(channel) else None
+                await tiers.unpin(conn, org_id, channel)
+                tier = await tiers.tier(conn, org_id, channel, month)
+                await record_audit(
+                    conn,
+                    audit_actor,
+                    "tier.unpinned",
+                    org_id=org_id,
+                    target=channel,
+                    before=before,
+                    after=tier,
+                )
+            return msgspec.convert(tier, Tier)
+
+    return [tier, TierAdmin]
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+@hookimpl
+def billfold_register_commands(cli: click.Group, state: Any) -> None:
+    @cli.group("tiers")
+    def tiers_group() -> None:
+        """Volume tiers per channel (the tiers plugin)."""
+
+    @tiers_group.command("show")
+    @click.option("--org", "org_id", required=True, type=click.UUID, help="The organization's id.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON (optional).")
+    def show(org_id: uuid.UUID, as_json: bool) -> None:
+        """Each tiered channel's step, volume and downgrade counter this month."""
+
+        async def load() -> TierList:
+            await state.orgs.get(org_id)
+            return await _tiers(state, org_id, None)
+
+        listed = run_command(load())
+        if as_json:
+            click.echo(json.dumps(msgspec.to_builtins(listed), indent=2))
+            return
+        for t in listed.tiers:
+            following = f"next {t.next_tier} at {t.next_threshold}" if t.next_tier else "top step"
+            click.echo(
+                f"{t.channel}: {t.current} ({t.qualification_source}), {t.volume_used} units in {t.month}, "
+                f"{following}, downgrade counter {t.downgrade_counter}"
+            )
