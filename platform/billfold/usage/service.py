@@ -24,6 +24,7 @@ from billfold.clock import now
 from billfold.config import ChannelConfig, CurrencyConfig, UsageConfig
 from billfold.db import Database, dialect_insert, new_id, table_of
 from billfold.errors import BillfoldError, Conflict, NotFound, PaymentRequired, ValidationFailed
+from billfold.events.outbox import emit
 from billfold.hookspecs import PriceQuote, WorkerTask, hookimpl
 from billfold.ledger.holds import HoldService
 from billfold.ledger.rows import AccountRow, Posted, as_utc, holds
@@ -521,6 +522,8 @@ class UsageService:
             await self.plans.uncount(
                 conn, org_id, row.cycle_start, {name: counted[name] - kept[name] for name in counted}
             )
+            if billed < row.billed_quantity:
+                await _released(conn, row, row.billed_quantity - billed)
             account = posted.account if posted is not None else await self.ledger.account(org_id, conn=conn)
             settled = msgspec.structs.replace(
                 result,
@@ -594,6 +597,7 @@ class UsageService:
         if ended.rowcount != 1:
             return None
         await self.plans.uncount(conn, row.org_id, row.cycle_start, dict(row.counted or {}))
+        await _released(conn, row, row.billed_quantity)
         return failed
 
     async def expire_reserved(self, *, limit: int = 100) -> int:
@@ -632,6 +636,23 @@ class UsageService:
     @hookimpl
     def billfold_worker_tasks(self) -> list[WorkerTask]:
         return [WorkerTask(name="usage-expired-reservations", interval_seconds=5.0, run=self.expire_reserved)]
+
+
+async def _released(conn: AsyncConnection, row: Any, billed: int) -> None:
+    """A reservation gave back ``billed`` units (failed, expired, or delivered fewer): plugins that
+    counted them at acceptance (the tiers plugin's volume) take them back, in this transaction."""
+    await emit(
+        conn,
+        "usage.released",
+        {
+            "usage_id": str(row.id),
+            "channel": row.channel,
+            "message_type": row.message_type,
+            "billed_quantity": billed,
+            "month": period_of(as_utc(row.created_at)),
+        },
+        org_id=row.org_id,
+    )
 
 
 def _is_unit_counter(name: str) -> bool:
