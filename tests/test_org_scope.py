@@ -8,11 +8,13 @@ until a resource of that kind is added to ``RESOURCES`` below."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
 from sqlalchemy import select
 
+from billfold import clock
 from billfold.api.app import create_app
 from billfold.api.auth import ORG_PATH_PARAMETERS, authenticate_tenant, operator_guard, tenant_guard
 from billfold.db import metadata
@@ -24,12 +26,23 @@ BODIES: dict[str, Any] = {
     "/v1/orgs/{org_id:str}/billing": {"auto_reload_enabled": False},
     "/v1/organizations/{organization_id:str}/billing": {"autoRechargeEnabled": False},
     "/v1/usage/{usage_id:uuid}/settle": {"outcome": "failed"},
+    "/v1/webhooks/{webhook_id:str}": {"status": "enabled"},
+    "/v1/webhooks/{webhook_id:str}/rotate-secret": {"grace_seconds": 0},
 }
 """A valid body for routes that need one (a guard answers before the body is read, but a valid
 body makes sure the refusal is about the organization)."""
 
 
-async def _resources(client: Any, owner: Any) -> dict[str, str]:
+async def _invoice(state: Any, owner: Any) -> str:
+    """The owner's invoice of this month: the month is closed a month later (business time)."""
+    now = clock.now()
+    clock.set_offset(clock.offset() + datetime.timedelta(days=32))
+    await state.month_close.close(f"{now.year:04d}-{now.month:02d}", org_id=uuid.UUID(owner.org_id))
+    page, _ = await state.invoices.list(org_id=uuid.UUID(owner.org_id), limit=1)
+    return str(page[0].id)
+
+
+async def _resources(client: Any, owner: Any, state: Any) -> dict[str, str]:
     """One resource of each kind a path can name, belonging to ``owner``."""
     hold = await client.post("/v1/billing/holds", json={"amount_cents": 100}, headers=owner.headers)
     assert hold.status_code == 201, hold.text
@@ -43,10 +56,19 @@ async def _resources(client: Any, owner: Any) -> dict[str, str]:
         headers=owner.headers,
     )
     assert usage.status_code == 201, usage.text
+    hook = await client.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, headers=owner.headers
+    )
+    assert hook.status_code == 201, hook.text
+    delivery = await client.post(f"/v1/webhooks/{hook.json()['id']}/test", headers=owner.headers)
+    assert delivery.status_code in (200, 201), delivery.text
     return {
+        "webhook_id": hook.json()["id"],
+        "delivery_id": delivery.json()["id"],
         "hold_id": hold.json()["hold"]["id"],
         "key_id": key.json()["id"],
         "usage_id": usage.json()["usage_id"],
+        "invoice_id": await _invoice(state, owner),
     }
 
 
@@ -84,7 +106,7 @@ async def test_another_organizations_key_is_refused_on_every_route_and_changes_n
 ):
     owner = await new_tenant(balance=5000, name="Owner")
     stranger = await new_tenant(balance=5000, name="Stranger")
-    resources = await _resources(client, owner)
+    resources = await _resources(client, owner, state)
     routes = _tenant_routes(state)
     assert len(routes) >= 15, routes  # the walk sees the documents' organization routes and more
 
@@ -118,15 +140,17 @@ async def test_another_organizations_key_is_refused_on_every_route_and_changes_n
     assert any("{org_id:str}" in c for c in checked)
 
 
-async def test_the_owner_reaches_the_same_resources(client, new_tenant):
+async def test_the_owner_reaches_the_same_resources(client, new_tenant, state):
     """The refusals above are about the organization: the owner's own requests succeed."""
     owner = await new_tenant(balance=5000)
-    resources = await _resources(client, owner)
+    resources = await _resources(client, owner, state)
     hold = await client.get(f"/v1/billing/holds/{resources['hold_id']}", headers=owner.headers)
     assert hold.status_code == 200, hold.text
     billing = await client.get(f"/v1/organizations/{owner.org_id}/billing", headers=owner.headers)
     assert billing.status_code == 200, billing.text
     revoked = await client.post(f"/v1/api-keys/{resources['key_id']}/revoke", headers=owner.headers)
     assert revoked.status_code == 200, revoked.text
+    invoice = await client.get(f"/v1/billing/invoices/{resources['invoice_id']}/pdf", headers=owner.headers)
+    assert invoice.status_code == 200, invoice.text
     unknown = await client.get(f"/v1/billing/holds/{uuid.uuid4()}", headers=owner.headers)
     assert_error(unknown, 404, "hold_not_found")

@@ -1,0 +1,1 @@
+"""Webhook endpoints and balance alerts for Billfold (entry point ``alerts`` in group ``billfold``)."""
