@@ -18,7 +18,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "platform" / "billfold"
 PLUGINS = ROOT / "plugins"
-DOMAINS = ("orgs", "ledger", "payments", "events")
+DOMAINS = ("orgs", "ledger", "payments", "events", "audit", "invoices")
 
 
 def _module_name(path: Path) -> str:

@@ -201,3 +201,150 @@ async def test_refresh_levels_teaches_existing_accounts_the_watched_levels(migra
     assert watermark() == [700]
     again = await cli("ledger", "refresh-levels", url=url)
     assert "1 account(s), 0 changed" in again.stdout
+
+
+# -- billfold serve's start-up summary, plugins list, --json help ------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve_until_ready(url: str, port: int, log: Path) -> tuple[list[str], int]:
+    """Start `billfold serve`, read its summary, check that the server it describes answers,
+    then stop it. Returns the summary and the status of the docs page."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    import httpx
+
+    from conftest import BILLFOLD_CLI, ROOT
+
+    environ = {
+        **os.environ,
+        "BILLFOLD_DATABASE_URL": url,
+        "BILLFOLD_CONFIG": "config/billing.yaml",
+        "BILLFOLD_ADMIN_API_KEY": "serve_summary_key",
+    }
+    environ.pop("BILLFOLD_PLUGINS", None)
+    errors = log.open("w")
+    server = subprocess.Popen(
+        [str(BILLFOLD_CLI), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+    )
+    watchdog = threading.Timer(120, server.kill)  # a hung start-up ends the read below
+    watchdog.start()
+    try:
+        assert server.stdout is not None
+        lines: list[str] = []
+        for line in server.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.lstrip().startswith("docs"):
+                break
+        assert lines and lines[-1].lstrip().startswith("docs"), (lines, log.read_text())
+        docs = lines[-1].split()[-1]
+        status = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(docs, timeout=5).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        return lines, status
+    finally:
+        watchdog.cancel()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        errors.close()
+
+
+async def test_serve_prints_one_startup_summary(cli_db):
+    path, url = cli_db
+    port = _free_port()
+    lines, docs_status = await asyncio.to_thread(_serve_until_ready, url, port, path.with_suffix(".log"))
+    assert lines[0] == "Billfold 0.1.0 (development)", lines
+    summary = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
+    assert list(summary) == [
+        "database",
+        "migrations",
+        "payments",
+        "worker",
+        "plugins",
+        "operator",
+        "listening",
+        "docs",
+    ]
+    assert summary["database"] == url
+    assert summary["migrations"].startswith("core empty -> ") and "(applied 0001, " in summary["migrations"]
+    assert summary["payments"] == "local"
+    assert summary["worker"].startswith("in-process")
+    assert "stripe" in summary["plugins"]  # installed, switched off by config/billing.yaml
+    assert "billfold.usage" not in summary["plugins"]  # the core's own services are not plugins
+    assert summary["operator"] == "on (the bootstrap key)"
+    assert summary["listening"] == f"http://127.0.0.1:{port} (1 server process)"
+    assert summary["docs"] == f"http://127.0.0.1:{port}/schema"
+    assert docs_status == 200  # what the summary says is where the server is
+    assert path.exists()
+
+
+def test_the_database_password_is_masked():
+    from billfold.serve_summary import mask_url
+
+    masked = mask_url("postgresql+asyncpg://billfold:s3cr%40t@db.internal:5432/billing")
+    assert masked == "postgresql+asyncpg://billfold:***@db.internal:5432/billing"
+    assert mask_url("sqlite+aiosqlite:///billfold.db") == "sqlite+aiosqlite:///billfold.db"
+    assert "hunter2" not in mask_url("not a url hunter2")
+
+
+async def test_plugins_loaded_by_name_show_their_distribution_and_version(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/unused.db"
+    everything, by_name = await asyncio.gather(
+        cli("plugins", "list", url=url),
+        cli("plugins", "list", url=url, env={"BILLFOLD_PLUGINS": "stripe,tiers,alerts"}),
+    )
+    assert everything.returncode == 0 and by_name.returncode == 0, by_name.stderr
+    for listed in (everything, by_name):
+        assert "None" not in listed.stdout and "unpackaged" not in listed.stdout, listed.stdout
+        for line in listed.stdout.splitlines():
+            assert ", enabled): " in line or ", disabled): " in line, line
+    named = {line.split(" (")[0]: line for line in by_name.stdout.splitlines()}
+    assert named["tiers"].startswith("tiers (billfold-tiers 0.1.0, enabled): ")
+    assert named["stripe"].startswith("stripe (billfold-stripe 0.1.0, disabled)")
+    listed_json = await cli("plugins", "list", "--json", url=url, env={"BILLFOLD_PLUGINS": "tiers,alerts"})
+    tiers = next(p for p in json.loads(listed_json.stdout) if p["name"] == "tiers")
+    assert (tiers["distribution"], tiers["version"], tiers["enabled"]) == ("billfold-tiers", "0.1.0", True)
+    assert "billfold_routes" in tiers["hooks"]
+
+
+async def test_json_is_marked_optional_in_every_help(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/unused.db"
+    commands = [
+        ("orgs", "create"),
+        ("keys", "create"),
+        ("ledger", "adjust"),
+        ("month", "close"),
+        ("plugins", "list"),
+        ("operator-keys", "create"),
+        ("operator-keys", "list"),
+        ("audit",),
+    ]
+    helped = await asyncio.gather(*[cli(*command, "--help", url=url) for command in commands])
+    for command, answer in zip(commands, helped, strict=True):
+        assert answer.returncode == 0, (command, answer.stderr)
+        text = " ".join(answer.stdout.split())
+        assert "--json Optional" in text, (command, answer.stdout)

@@ -51,6 +51,15 @@ def migration_sources(app: Billfold) -> list[Source]:
 
 async def ensure_migrated(app: Billfold) -> None:
     """SQLite: apply what is missing. PostgreSQL: refuse in one line when something is missing."""
+    from billfold.db.heads import CORE_MIGRATIONS, at_head
+
+    branches = [("alembic_version", CORE_MIGRATIONS)] + [
+        (f"alembic_version_{answer.name}", answer.script_location)
+        for answer in app.hooks.call_sync("billfold_migrations")
+        if answer is not None
+    ]
+    if await at_head(app.engine, branches):
+        return  # without importing Alembic
     from billfold.db.migrate import missing, upgrade_async
 
     sources = migration_sources(app)

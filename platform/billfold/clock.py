@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Awaitable, Callable
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
@@ -116,8 +117,15 @@ class BusinessClock:
         set_offset(value)
         return value
 
-    async def advance(self, by: datetime.timedelta) -> datetime.datetime:
-        """Move the business clock forward (never back: entries and months only go forward)."""
+    async def advance(
+        self,
+        by: datetime.timedelta,
+        *,
+        on_stored: Callable[[AsyncConnection, datetime.datetime, datetime.datetime], Awaitable[None]]
+        | None = None,
+    ) -> datetime.datetime:
+        """Move the business clock forward (never back: entries and months only go forward).
+        ``on_stored`` runs in the same transaction with the business time before and after."""
         if self.production:
             raise RuntimeError("the business clock cannot move in production")
         if by < datetime.timedelta(0):
@@ -125,6 +133,9 @@ class BusinessClock:
         async with self.db.transaction() as conn:
             current = await self.load(conn)
             await self._store(conn, current + by)
+            if on_stored is not None:
+                real = datetime.datetime.now(datetime.UTC)
+                await on_stored(conn, real + current, real + current + by)
         set_offset(current + by)
         return now()
 

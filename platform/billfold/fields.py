@@ -31,6 +31,13 @@ Seconds = Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 24 * 3600)]
 
 Description = Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Reason = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=500, pattern=NO_NUL, description="Why the operator acts; recorded in the audit trail."
+    ),
+]
+"""An operator action's reason (optional in the API; the dashboard requires one)."""
 ShortText = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
 Reference = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 ProviderId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]

@@ -322,8 +322,12 @@ def describe_plugins(
         described.append(
             {
                 "name": name,
-                "version": dist.version if dist else _module_version(plugin),
-                "distribution": dist.project_name if dist else _module_distribution(plugin),
+                # a plugin loaded by name (BILLFOLD_PLUGINS) has no recorded distribution: its
+                # entry point knows it
+                "version": dist.version if dist else _module_version(plugin) or _entry_point_version(name),
+                "distribution": dist.project_name
+                if dist
+                else _module_distribution(plugin) or _entry_point_distribution(name),
                 "default": name in DEFAULT_PLUGINS or getattr(plugin, "BILLFOLD_CORE", False),
                 "enabled": enabled,
                 "section": section,

@@ -21,13 +21,17 @@ from litestar import Controller, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from billfold.audit.service import AuditActor, OperatorKeyService
 from billfold.errors import Forbidden, Unauthorized
+from billfold.logs import TRACKING_ID, new_tracking_id
 from billfold.orgs.keys import KeyService
 
 ORG_PATH_PARAMETERS = ("org_id", "organization_id")
 """Path parameters that name an organization; every route that has one is checked."""
 OPERATOR_STATE_KEY = "billfold_operator"
 KEYS_STATE_KEY = "billfold_keys"
+OPERATOR_LABEL_KEY = "operator"
+"""Request state: the label of the operator key that authenticated the request."""
 _SCOPE_KEY = "billfold_org"
 
 
@@ -38,22 +42,27 @@ class OrgScope(msgspec.Struct, frozen=True):
 
 
 class OperatorAuth:
-    """The operator keys (``BILLFOLD_ADMIN_API_KEY``); none means operator routes are off."""
+    """The operator keys: ``BILLFOLD_ADMIN_API_KEY`` (the bootstrap key, actor ``bootstrap``) and
+    the named keys made by ``billfold operator-keys create`` (actor: the key's label, verified
+    by hash and cached like tenant keys). With neither, operator routes are off."""
 
-    def __init__(self, keys: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, str], named: OperatorKeyService | None = None) -> None:
         self._keys = {label: key.encode() for label, key in keys.items() if key}
+        self._named = named
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
+    async def enabled(self) -> bool:
+        """Whether any operator key can be used (the bootstrap key, or a live named key)."""
+        return bool(self._keys) or (self._named is not None and await self._named.any_live())
 
-    def identify(self, token: str) -> str | None:
+    async def identify(self, token: str) -> str | None:
         """The label of the operator key ``token`` is, or None."""
         presented = token.encode()
         found = None
         for label, key in self._keys.items():
             if hmac.compare_digest(presented, key):
                 found = label
+        if found is None and self._named is not None:
+            found = await self._named.label_of(token)
         return found
 
 
@@ -126,20 +135,43 @@ async def provide_org_scope(request: Request[Any, Any, Any]) -> OrgScope:
 
 
 async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Operator routes: the key must be an operator key. (Async, so Litestar does not run it in a
-    thread: it does no I/O.)"""
+    """Operator routes: the key must be an operator key; the request's actor is its label."""
     auth: OperatorAuth = connection.app.state[OPERATOR_STATE_KEY]
     token = bearer_token(connection)
-    if not auth.enabled:
-        raise Unauthorized(
-            "operator routes are disabled",
-            code="admin_disabled",
-            fix="Set BILLFOLD_ADMIN_API_KEY in the server's environment.",
-        )
-    label = auth.identify(token)
+    label = await auth.identify(token)
     if label is None:
+        if not await auth.enabled():
+            raise Unauthorized(
+                "operator routes are disabled",
+                code="admin_disabled",
+                fix="Set BILLFOLD_ADMIN_API_KEY in the server's environment, or create a named key "
+                "with `billfold operator-keys create --label NAME`.",
+            )
         raise Unauthorized("invalid operator key", code="invalid_admin_key")
-    connection.scope.setdefault("state", {})["operator"] = label
+    connection.scope.setdefault("state", {})[OPERATOR_LABEL_KEY] = label
+
+
+def tracking_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The request's tracking id (its log line's and its error's), given one if it has none yet."""
+    scope: dict[str, Any] = connection.scope  # type: ignore[assignment]
+    found: str | None = scope.get(TRACKING_ID)
+    if found is None:
+        found = scope[TRACKING_ID] = new_tracking_id()
+    return found
+
+
+def operator_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> AuditActor:
+    """Who takes the operator action of this request (its operator key's label) and the
+    request's tracking id: what an audit row records. For routes behind :func:`operator_guard`."""
+    label = connection.scope.get("state", {}).get(OPERATOR_LABEL_KEY)
+    if label is None:
+        raise Unauthorized("this route needs an operator key", code="invalid_admin_key")
+    return AuditActor(who=label, tracking_id=tracking_id_of(connection))
+
+
+async def provide_actor(request: Request[Any, Any, Any]) -> AuditActor:
+    """The dependency ``audit_actor`` of operator routes (see :func:`operator_actor`)."""
+    return operator_actor(request)
 
 
 admin_guard = operator_guard

@@ -14,9 +14,12 @@ from litestar.params import JSONBody
 from billfold import __version__
 from billfold.api.auth import operator_guard
 from billfold.api.openapi import responses
+from billfold.audit.actions import OperatorActions
+from billfold.audit.service import AuditActor
 from billfold.clock import BusinessClock, now, offset
 from billfold.db import Database
 from billfold.errors import NotFound, Unprocessable
+from billfold.fields import Reason
 from billfold.plugins import PluginSections, describe_plugins
 
 
@@ -39,6 +42,7 @@ class ClockAdvance(msgspec.Struct, forbid_unknown_fields=True):
     """Move the business clock forward by ``seconds``."""
 
     seconds: Annotated[int, msgspec.Meta(ge=0, le=100 * 365 * 24 * 3600)]
+    reason: Reason | None = None
 
 
 LATEST_BUSINESS_TIME = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
@@ -53,6 +57,10 @@ class ClockOut(msgspec.Struct):
 @get(
     "/health",
     operation_id="Health",
+    description=(
+        "Answers 200 with the version when the process is up and the database answers (an unreachable"
+        " database is an error). No key needed: for load balancers and probes."
+    ),
     summary="Liveness and database reachability",
     tags=["system"],
     security=[{}],
@@ -65,6 +73,10 @@ async def health(db: NamedDependency[Database]) -> Health:
 @get(
     "/v1/admin/plugins",
     operation_id="AdminListPlugins",
+    description=(
+        "Every installed plugin with its version, whether billing.yaml enables it, and the hooks it "
+        "implements. Operator key."
+    ),
     summary="Installed plugins, enabled or not, and their hooks",
     tags=["operator"],
     guards=[operator_guard],
@@ -79,13 +91,22 @@ async def list_plugins(
 @post(
     "/v1/admin/clock",
     operation_id="AdminAdvanceClock",
+    description=(
+        "Moves the business clock forward to test month close, plan anniversaries and expiries. "
+        "Refused (404) when `environment: production`. Operator key."
+    ),
     summary="Advance the business clock (development only; 404 in production)",
     tags=["operator"],
     guards=[operator_guard],
     status_code=200,
     responses=responses(404, 422, body=True),
 )
-async def advance_clock(data: JSONBody[ClockAdvance], clock: NamedDependency[BusinessClock]) -> ClockOut:
+async def advance_clock(
+    data: JSONBody[ClockAdvance],
+    clock: NamedDependency[BusinessClock],
+    actions: NamedDependency[OperatorActions],
+    audit_actor: NamedDependency[AuditActor],
+) -> ClockOut:
     if clock.production:
         raise NotFound("not found", code="not_found")
     by = datetime.timedelta(seconds=data.seconds)
@@ -96,13 +117,17 @@ async def advance_clock(data: JSONBody[ClockAdvance], clock: NamedDependency[Bus
             code="clock_out_of_range",
             field="seconds",
         )
-    await clock.advance(by)
+    await actions.advance_clock(audit_actor, by, reason=data.reason)
     return ClockOut(now=now(), offset_seconds=offset().total_seconds())
 
 
 @get(
     "/v1/admin/clock",
     operation_id="AdminGetClock",
+    description=(
+        "The business clock (real time plus any offset set with POST /v1/admin/clock) that month "
+        "close, cycles and expiry use. Operator key."
+    ),
     summary="The business clock",
     tags=["operator"],
     guards=[operator_guard],

@@ -13,9 +13,14 @@ from advanced_alchemy.base import UUIDv7AuditBase as UUIDModel
 from advanced_alchemy.base import metadata_registry
 from sqlalchemy import MetaData
 
-from billfold.db.migrate import run_env as run_plugin_migrations
-
 __all__ = ["IdentityModel", "ModelBase", "UUIDModel", "plugin_metadata", "run_plugin_migrations"]
+
+
+def run_plugin_migrations(target_metadata: MetaData) -> None:
+    """The body of a plugin's Alembic ``env.py`` (Alembic is imported only when migrations run)."""
+    from billfold.db.migrate import run_env
+
+    run_env(target_metadata)
 
 
 def plugin_metadata(name: str) -> MetaData:

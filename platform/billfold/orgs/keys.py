@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from typing import Generic, TypeVar
 
 import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
@@ -45,13 +46,17 @@ class KeyRow(msgspec.Struct, frozen=True):
     revoked_at: object
 
 
+V = TypeVar("V")
+
+
 def hash_key(raw: str) -> str:
     # Keys carry 192 random bits, so a fast hash is enough: no rainbow table covers that space.
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class KeyCache:
-    """In-process memory of verified keys, so the hot path skips the key lookup.
+class KeyCache(Generic[V]):
+    """In-process memory of verified keys, so the hot path skips the key lookup (a tenant key's
+    organization; an operator key's label).
 
     An entry lives ``ttl`` seconds, or ``notified_ttl`` seconds while the process receives
     revocation notices (``live``; see billfold.orgs.revocations). The process that revokes a key
@@ -65,14 +70,14 @@ class KeyCache:
         """True while revocation notices arrive (set by the listener)."""
         self.generation = 0
         """Bumped by every forget/clear: a lookup that raced a revocation is not cached."""
-        self._entries: dict[str, tuple[float, uuid.UUID]] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
         self._revoked: set[str] = set()
 
     @property
     def lifetime(self) -> float:
         return max(self.ttl, self.notified_ttl) if self.live else self.ttl
 
-    def get(self, key_hash: str) -> uuid.UUID | None:
+    def get(self, key_hash: str) -> V | None:
         hit = self._entries.get(key_hash)
         if hit is None:
             return None
@@ -81,13 +86,13 @@ class KeyCache:
             return None
         return hit[1]
 
-    def put(self, key_hash: str, org_id: uuid.UUID, generation: int) -> None:
+    def put(self, key_hash: str, value: V, generation: int) -> None:
         """Remember a key verified by a lookup that started at ``generation``."""
         if self.lifetime <= 0 or generation != self.generation or key_hash in self._revoked:
             return
         if len(self._entries) > 100_000:
             self._entries.clear()
-        self._entries[key_hash] = (time.monotonic(), org_id)
+        self._entries[key_hash] = (time.monotonic(), value)
 
     def revoked(self, key_hash: str) -> None:
         """This process revoked the key: never remember it again. (A lookup made here between the
@@ -113,7 +118,7 @@ class ApiKeyRepository(SQLAlchemyAsyncRepository[ApiKey]):
 class KeyService:
     """Issue, list, revoke and verify API keys. Verification is the hot path (Core, cached)."""
 
-    def __init__(self, db: Database, cache: KeyCache, *, prefix: str) -> None:
+    def __init__(self, db: Database, cache: KeyCache[uuid.UUID], *, prefix: str) -> None:
         self.db = db
         self.cache = cache
         self.prefix = prefix

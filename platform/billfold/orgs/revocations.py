@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -44,14 +45,17 @@ class RevocationListener:
     def __init__(
         self,
         engine: AsyncEngine,
-        cache: KeyCache,
+        cache: KeyCache[Any],
         *,
+        also: Sequence[KeyCache[Any]] = (),
         retry_seconds: float = 1.0,
         ping_seconds: float = 30.0,
         no_trigger_retry_seconds: float = 60.0,
     ) -> None:
         self._engine = engine
         self._cache = cache
+        self._caches = (cache, *also)
+        """Every cache the notices reach (the operator keys' too: their trigger uses the channel)."""
         self._retry_seconds = retry_seconds
         self._ping_seconds = ping_seconds
         self._no_trigger_retry_seconds = no_trigger_retry_seconds
@@ -118,13 +122,15 @@ class RevocationListener:
         self._conn = conn
         self._lost.clear()
         # Anything revoked before LISTEN took effect was never announced: start from nothing.
-        self._cache.clear()
-        self._cache.live = True
+        for cache in self._caches:
+            cache.clear()
+            cache.live = True
         logger.info("listening for API key revocations on %s", CHANNEL)
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        self._cache.live = False
+        for cache in self._caches:
+            cache.live = False
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._on_termination)
             try:
@@ -133,15 +139,17 @@ class RevocationListener:
                 conn.terminate()  # a dead socket cannot be closed politely
 
     def _on_notice(self, _conn: Any, _pid: int, _channel: str, key_hash: object) -> None:
-        self._cache.forget(str(key_hash))
+        for cache in self._caches:
+            cache.forget(str(key_hash))
 
     def _on_termination(self, _conn: Any) -> None:
         self._mark_lost()
 
     def _mark_lost(self) -> None:
         # Notices may be missed from now on: stop trusting the long lifetime at once.
-        self._cache.live = False
-        self._cache.clear()
+        for cache in self._caches:
+            cache.live = False
+            cache.clear()
         self._lost.set()
 
     async def _supervise(self, first_wait: float | None) -> None:

@@ -11,20 +11,23 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from billfold.api import examples
 from billfold.api.auth import OrgScope, TenantController, operator_guard
 from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
 from billfold.api.writes import idempotent, reply
+from billfold.audit.actions import OperatorActions
+from billfold.audit.service import AuditActor
 from billfold.config import CurrencyConfig
 from billfold.ledger.idempotency import IdempotencyService
 from billfold.ledger.routes import posted_transaction
 from billfold.ledger.rows import Posted
 from billfold.ledger.schemas import to_balance
-from billfold.ledger.service import LedgerService
 from billfold.orgs.keys import KeyService
 from billfold.orgs.schemas import (
     AdjustmentIn,
     KeyCreate,
     KeyCreated,
+    KeyRevoke,
     KeyRevoked,
     LedgerWriteOut,
     OrganizationCreate,
@@ -53,6 +56,8 @@ def _org_out(org: OrgRow) -> OrganizationOut:
 
 _UNNAMED_KEY = KeyCreate()
 """A key issued without a body."""
+_NO_REASON = KeyRevoke()
+"""A key revoked without a body."""
 
 
 class AdminController(Controller):
@@ -63,15 +68,22 @@ class AdminController(Controller):
     @post(
         "/organizations",
         operation_id="AdminCreateOrganization",
+        description=(
+            "Creates an organization in a configured currency with a zero balance and issues its "
+            "first API key. The key is in this answer only: store it. Operator key."
+        ),
         summary="Create an organization and its first API key (shown once)",
         responses=responses(body=True),
     )
     async def create_organization(
         self,
         data: JSONBody[OrganizationCreate],
-        orgs: NamedDependency[OrgService],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
     ) -> OrganizationCreated:
-        org, key = await orgs.create_with_key(name=data.name, currency=data.currency, creator=data.creator)
+        org, key = await actions.create_organization(
+            audit_actor, name=data.name, currency=data.currency, creator=data.creator, reason=data.reason
+        )
         out = _org_out(org)
         return OrganizationCreated(
             id=out.id,
@@ -86,6 +98,7 @@ class AdminController(Controller):
     @get(
         "/organizations/{org_id:uuid}",
         operation_id="AdminGetOrganization",
+        description="The organization's name, currency, status and balances. Operator key.",
         summary="An organization",
         responses=responses(404),
     )
@@ -97,6 +110,10 @@ class AdminController(Controller):
     @post(
         "/organizations/{org_id:uuid}/keys",
         operation_id="AdminCreateKey",
+        description=(
+            "Issues another API key for the organization (for rotation: revoke the old one after). "
+            "The key is in this answer only. Operator key."
+        ),
         operation_class=OptionalBody,
         summary="Issue another API key (shown once)",
         responses=responses(404, body=True),
@@ -104,42 +121,67 @@ class AdminController(Controller):
     async def create_key(
         self,
         org_id: FromPath[uuid.UUID],
-        keys: NamedDependency[KeyService],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
         data: JSONBody[KeyCreate] = _UNNAMED_KEY,
     ) -> KeyCreated:
-        key = await keys.issue(org_id, name=data.name)
+        key = await actions.issue_key(audit_actor, org_id, name=data.name, reason=data.reason)
         return KeyCreated(id=key.id, organization_id=key.org_id, prefix=key.prefix, api_key=key.api_key)
 
     @post(
         "/keys/{key_id:uuid}/revoke",
         operation_id="AdminRevokeKey",
+        description=(
+            "Revokes an API key at once in every process (cached keys are notified). A revoked key "
+            "answers 401. Operator key."
+        ),
+        operation_class=OptionalBody,
         summary="Revoke an API key",
         status_code=200,
-        responses=responses(404),
+        responses=responses(404, body=True),
     )
-    async def revoke_key(self, key_id: FromPath[uuid.UUID], keys: NamedDependency[KeyService]) -> KeyRevoked:
-        await keys.revoke(key_id)
+    async def revoke_key(
+        self,
+        key_id: FromPath[uuid.UUID],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
+        data: JSONBody[KeyRevoke] = _NO_REASON,
+    ) -> KeyRevoked:
+        await actions.revoke_key(audit_actor, key_id, reason=data.reason)
         return KeyRevoked(id=key_id)
 
     @post(
         "/organizations/{org_id:uuid}/adjustments",
         operation_id="AdminAdjust",
+        description=(
+            "Writes one ledger entry of `amount_cents` (minor units, non-zero): positive credits, "
+            "negative debits. A debit beyond the free balance is 402 and writes nothing. Send "
+            "`Idempotency-Key` to retry safely. Operator key."
+        ),
         summary="Credit (positive) or debit (negative) an organization",
         responses=responses(402, 404, 409, body=True),
+        operation_class=examples.ADJUST,
     )
     async def adjust(
         self,
         request: Request[Any, Any, Any],
         org_id: FromPath[uuid.UUID],
         data: JSONBody[AdjustmentIn],
-        ledger: NamedDependency[LedgerService],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
         idempotency: NamedDependency[IdempotencyService],
         currencies: NamedDependency[Currencies],
         idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> Response[LedgerWriteOut]:
         async def work(conn: Any) -> Posted:
-            return await ledger.adjust(
-                org_id, data.amount_cents, conn=conn, description=data.description, metadata=data.metadata
+            return await actions.adjust(
+                audit_actor,
+                org_id,
+                data.amount_cents,
+                conn=conn,
+                description=data.description,
+                metadata=data.metadata,
+                reason=data.reason,
             )
 
         return reply(await idempotency.run(await idempotent(request, org_id), work, _encoder(currencies)))
@@ -147,22 +189,35 @@ class AdminController(Controller):
     @post(
         "/organizations/{org_id:uuid}/refunds",
         operation_id="AdminRefund",
+        description=(
+            "Debits the balance by money already returned to the tenant outside Billfold (by bank "
+            "transfer, say), so the ledger matches. 402 when the free balance does not cover it. "
+            "Operator key."
+        ),
         summary="Record money returned to the tenant outside Billfold",
         responses=responses(402, 404, 409, body=True),
+        operation_class=examples.REFUND,
     )
     async def refund(
         self,
         request: Request[Any, Any, Any],
         org_id: FromPath[uuid.UUID],
         data: JSONBody[RefundIn],
-        ledger: NamedDependency[LedgerService],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
         idempotency: NamedDependency[IdempotencyService],
         currencies: NamedDependency[Currencies],
         idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> Response[LedgerWriteOut]:
         async def work(conn: Any) -> Posted:
-            return await ledger.refund(
-                org_id, data.amount_cents, conn=conn, description=data.description, reference=data.reference
+            return await actions.refund(
+                audit_actor,
+                org_id,
+                data.amount_cents,
+                conn=conn,
+                description=data.description,
+                reference=data.reference,
+                reason=data.reason,
             )
 
         return reply(await idempotency.run(await idempotent(request, org_id), work, _encoder(currencies)))
@@ -170,25 +225,41 @@ class AdminController(Controller):
     @put(
         "/organizations/{org_id:uuid}/status",
         operation_id="AdminSetStatus",
+        description=(
+            "`verified` lifts the unverified caps, `blocked` suspends the organization (its usage and"
+            " charges are refused). Operator key."
+        ),
         summary="verified, unverified or blocked (blocked suspends the organization)",
         responses=responses(404, body=True),
     )
     async def set_status(
-        self, org_id: FromPath[uuid.UUID], data: JSONBody[StatusIn], orgs: NamedDependency[OrgService]
+        self,
+        org_id: FromPath[uuid.UUID],
+        data: JSONBody[StatusIn],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
     ) -> OrganizationStatus:
-        org = await orgs.set_status(org_id, data.status)
+        org = await actions.set_status(audit_actor, org_id, data.status, reason=data.reason)
         return OrganizationStatus(id=org.id, status=org.status, suspended_at=org.suspended_at)
 
     @put(
         "/organizations/{org_id:uuid}/overage",
         operation_id="AdminSetOverage",
+        description=(
+            "The overage: how many minor units below zero the free balance may go before debits are "
+            "refused (0: never below zero). Operator key."
+        ),
         summary="How far below zero the free balance may go",
         responses=responses(404, body=True),
     )
     async def set_overage(
-        self, org_id: FromPath[uuid.UUID], data: JSONBody[OverageIn], ledger: NamedDependency[LedgerService]
+        self,
+        org_id: FromPath[uuid.UUID],
+        data: JSONBody[OverageIn],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
     ) -> OverageOut:
-        account = await ledger.set_overage_limit(org_id, data.overage_limit_cents)
+        account = await actions.set_overage(audit_actor, org_id, data.overage_limit_cents, reason=data.reason)
         return OverageOut(overage_limit_cents=account.overage_limit_cents)
 
 
@@ -212,6 +283,10 @@ class KeysController(TenantController):
     @post(
         "/{key_id:uuid}/revoke",
         operation_id="RevokeOwnKey",
+        description=(
+            "Revokes one of the organization's own API keys (the one sending the request included). "
+            "Another organization's key is 404."
+        ),
         summary="Revoke one of your API keys",
         status_code=200,
         responses=responses(404),

@@ -15,6 +15,7 @@ from billfold.fields import (
     Metadata,
     Name,
     NonNegativeAmount,
+    Reason,
     Reference,
     ShortText,
     SignedAmount,
@@ -26,6 +27,7 @@ class OrganizationCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     currency: CurrencyCode | None = None
     creator: ShortText = "operator"
+    reason: Reason | None = None
 
 
 class OrganizationOut(msgspec.Struct):
@@ -44,6 +46,12 @@ class OrganizationCreated(OrganizationOut):
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: ShortText = ""
+    reason: Reason | None = None
+    """Recorded in the audit trail when an operator issues the key."""
+
+
+class KeyRevoke(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Reason | None = None
 
 
 class KeyCreated(msgspec.Struct):
@@ -63,6 +71,7 @@ class AdjustmentIn(msgspec.Struct, forbid_unknown_fields=True):
     """Positive credits, negative debits; not 0."""
     description: Description
     metadata: Metadata = {}
+    reason: Reason | None = None
 
 
 class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,10 +79,12 @@ class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
     description: Description
     reference: Reference | None = None
     """Unique per organization: the same reference twice is 409 ``duplicate_reference``."""
+    reason: Reason | None = None
 
 
 class OverageIn(msgspec.Struct, forbid_unknown_fields=True):
     overage_limit_cents: NonNegativeAmount
+    reason: Reason | None = None
 
 
 Status = Literal["verified", "unverified", "blocked"]
@@ -81,6 +92,7 @@ Status = Literal["verified", "unverified", "blocked"]
 
 class StatusIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     status: Status
+    reason: Reason | None = None
 
 
 class OrganizationStatus(msgspec.Struct):

@@ -24,6 +24,7 @@ from billfold.config import PlansConfig, PlanStep
 from billfold.db import Database, dialect_insert, table_of
 from billfold.errors import PaymentRequired, ValidationFailed
 from billfold.events.outbox import DomainEvent, emit
+from billfold.fields import Reason
 from billfold.hookspecs import hookimpl
 from billfold.ledger.service import MAX_AMOUNT
 from billfold.orgs.service import OrgService
@@ -137,6 +138,8 @@ class PlanChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     call_cap: Cap | msgspec.UnsetType | None = msgspec.UNSET
     immediate: bool = False
     """Apply a downgrade now instead of at the next anniversary."""
+    reason: Reason | None = None
+    """Why (recorded in the audit trail)."""
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):

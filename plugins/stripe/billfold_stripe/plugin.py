@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billfold import hookimpl
 from billfold_stripe.config import StripeConfig
-from billfold_stripe.provider import StripeProvider
+
+if TYPE_CHECKING:
+    from billfold_stripe.provider import StripeProvider
 
 
 @hookimpl
@@ -21,4 +23,8 @@ def billfold_payment_provider(state: Any) -> StripeProvider | None:
     config: StripeConfig = state.plugin_config("stripe")
     if not config.enabled:
         return None
+    # The Stripe SDK (and its HTTP clients) load only when Stripe is the provider: the command
+    # line and a server without Stripe never pay for them.
+    from billfold_stripe.provider import StripeProvider
+
     return StripeProvider(config)

@@ -1,0 +1,1 @@
+"""The audit trail of operator actions, and the named operator keys."""
