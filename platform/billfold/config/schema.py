@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -228,6 +229,60 @@ class WorkerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_attempts: int = 10
 
 
+class LoggingConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line (requests, background jobs and every other log line)."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    requests: bool = True
+    """One line per HTTP request (tracking id, organization, route, status, duration)."""
+
+
+class MetricsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /metrics`` in Prometheus's text format."""
+
+    enabled: bool = True
+    port: int | None = None
+    """Serve /metrics on this port (and not on the API's); null: on the API's port."""
+    host: str | None = None
+    """The interface of ``port`` (default: ``server.host``)."""
+    require_operator_key: bool = True
+    """Ask for an operator key (``Authorization: Bearer <key>``), on either port."""
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError("port must be between 1 and 65535, or null")
+
+
+class InvoicesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The operator's details printed on every invoice, the number prefix and the tax per currency.
+
+    Prices are tax-inclusive (a prepaid balance is spent gross): an invoice shows the tax its total
+    contains at ``tax_rates[currency]`` percent (exact decimal; a currency not named: 0)."""
+
+    operator_name: str = "Billfold"
+    operator_address: list[str] = msgspec.field(default_factory=list)
+    """Printed one line each."""
+    operator_tax_id: str | None = None
+    operator_email: str | None = None
+    logo_path: str | None = None
+    """A PNG or JPEG printed at the top of the PDF (relative paths: from the working directory)."""
+    number_prefix: str = "BF"
+    """Invoice numbers read ``<prefix>-<year>-<6 digits>``, gapless per prefix and year."""
+    tax_rates: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    """Percent per currency (``{eur: 21}``): the tax contained in the gross total."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Z0-9]{1,16}", self.number_prefix):
+            raise ValueError("number_prefix must be 1 to 16 upper-case letters or digits")
+        if not self.operator_name.strip():
+            raise ValueError("operator_name must not be blank")
+        for code, rate in self.tax_rates.items():
+            if not rate.is_finite() or not 0 <= rate < 100:
+                raise ValueError(f"tax_rates.{code} must be a percent from 0 up to (not including) 100")
+            if rate != rate.quantize(Decimal("0.0001")):
+                raise ValueError(f"tax_rates.{code} has more than 4 decimals")
+
+
 class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     environment: Literal["development", "production"] = "development"
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -242,7 +297,10 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    invoices: InvoicesConfig = msgspec.field(default_factory=InvoicesConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """Raw plugin sections; each is validated by its plugin's own schema (see billfold.plugins)."""
 
@@ -251,6 +309,9 @@ class BillfoldConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("at least one currency must be declared under `currencies`")
         if self.default_currency not in self.currencies:
             raise ValueError(f"default_currency `{self.default_currency}` is not declared under `currencies`")
+        for code in self.invoices.tax_rates:
+            if code not in self.currencies:
+                raise ValueError(f"invoices.tax_rates.{code}: `{code}` is not declared under `currencies`")
         for name, channel in self.channels.items():
             prices = [("price", channel.price)] + [
                 (f"message_types.{t}.price", m.price) for t, m in channel.message_types.items()

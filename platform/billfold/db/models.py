@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from billfold.audit.models import AuditEvent, OperatorKey
 from billfold.clock import ClockSetting
 from billfold.events.models import OutboxEvent
+from billfold.invoices.models import BillingDetails, Invoice, InvoiceCounter, InvoiceDocument, InvoiceLine
 from billfold.ledger.models import Account, Entry, Hold, IdempotencyRecord
 from billfold.orgs.models import ApiKey, Organization
 from billfold.payments.models import BillingProfile, Payment, PaymentMethod, ProviderEvent
@@ -21,12 +23,19 @@ from billfold.usage.models import (
 __all__ = [
     "Account",
     "ApiKey",
+    "AuditEvent",
+    "BillingDetails",
     "BillingProfile",
     "ClockSetting",
     "Entry",
     "Hold",
     "IdempotencyRecord",
+    "Invoice",
+    "InvoiceCounter",
+    "InvoiceDocument",
+    "InvoiceLine",
     "MonthClose",
+    "OperatorKey",
     "Organization",
     "OutboxEvent",
     "Payment",

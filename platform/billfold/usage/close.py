@@ -6,14 +6,23 @@ there; invoices are cut after it). Exactly once, with any number of workers and 
 closer's insert waits on the first's uncommitted row and then finds it (nothing to do); a closer
 killed half-way committed nothing, so the next run closes that organization. Pricing never waits
 for a close.
+
+The invoice is cut by an :class:`InvoiceCutter` that the composition root hands in (the invoices
+domain's service): usage does not import invoices, invoices reads usage's tables, and the cut runs
+in the closing transaction, so an organization's month is closed and invoiced together or not at
+all. The organization's account row is locked right after the ``month_closes`` insert, before the
+hook (every writer locks the account first): a charge still in flight at the month's end has
+committed before the invoice reads the ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import re
 import uuid
+from typing import Protocol
 
 import msgspec
 from sqlalchemy import select
@@ -22,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billfold.clock import now
 from billfold.config import UsageConfig
 from billfold.db import Database, dialect_insert, table_of
-from billfold.errors import ValidationFailed
+from billfold.errors import Conflict, NotFound, ValidationFailed
 from billfold.events.outbox import emit
 from billfold.hookspecs import WorkerTask, hookimpl
+from billfold.ledger.service import LedgerService
 from billfold.orgs.service import OrgService
 from billfold.plugins import Hooks
 from billfold.usage.models import MonthClose
@@ -65,12 +75,32 @@ class CloseReport(msgspec.Struct):
     already: int
 
 
+class InvoiceCutter(Protocol):
+    """What the close needs of the invoices domain."""
+
+    async def cut(self, conn: AsyncConnection, org_id: uuid.UUID, period: str) -> object:
+        """Finalize the organization's invoice of ``period`` in ``conn``'s transaction (None without
+        activity); raise Conflict when a finalized one exists."""
+        ...
+
+
 class MonthCloseService:
-    def __init__(self, db: Database, orgs: OrgService, hooks: Hooks, config: UsageConfig) -> None:
+    def __init__(
+        self,
+        db: Database,
+        orgs: OrgService,
+        hooks: Hooks,
+        config: UsageConfig,
+        *,
+        ledger: LedgerService | None = None,
+        invoices: InvoiceCutter | None = None,
+    ) -> None:
         self.db = db
         self.orgs = orgs
         self.hooks = hooks
         self.config = config
+        self.ledger = ledger
+        self.invoices = invoices
 
     async def close(
         self, period: str, *, org_id: uuid.UUID | None = None, limit: int | None = None
@@ -106,9 +136,39 @@ class MonthCloseService:
             )
             if inserted.rowcount != 1:
                 return False
+            await self._lock_account(c, org_id)
             await self.hooks.call("billfold_month_close", conn=c, org_id=org_id, period=period)
+            if self.invoices is not None:
+                await self.invoices.cut(c, org_id, period)
             await emit(c, "month.closed", {"period": period}, org_id=org_id)
             return True
+
+    async def _lock_account(self, conn: AsyncConnection, org_id: uuid.UUID) -> None:
+        if self.ledger is None:
+            return
+        with contextlib.suppress(NotFound):  # no account, no ledger entries: nothing to wait for
+            await self.ledger.lock(conn, org_id)
+
+    async def reissue(self, org_id: uuid.UUID, period: str) -> object:
+        """Cut a new invoice for a closed month whose invoice was voided (the next number); None
+        when the month had no activity."""
+        parse_period(period)
+        if self.invoices is None:
+            raise RuntimeError("no invoices service")
+        async with self.db.transaction() as c:
+            closed = (
+                await c.execute(
+                    select(closes.c.org_id).where(closes.c.org_id == org_id, closes.c.period == period)
+                )
+            ).first()
+            if closed is None:
+                raise Conflict(
+                    f"{period} is not closed for this organization: close it first (without --reissue)",
+                    code="month_not_closed",
+                    field="period",
+                )
+            await self._lock_account(c, org_id)
+            return await self.invoices.cut(c, org_id, period)
 
     async def close_due(self) -> int:
         """The worker's task: the month before the business clock's, once it ended

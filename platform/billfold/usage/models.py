@@ -27,6 +27,7 @@ class UsageEvent(UUIDv7Base):
         UniqueConstraint("org_id", "event_id", name="uq_usage_events_org_event"),
         Index("ix_usage_events_org_created", "org_id", "created_at"),
         Index("ix_usage_events_status", "status", "hold_id"),
+        Index("ix_usage_events_org_entry", "org_id", "entry_id"),
     )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
