@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from typing import Any
 
 from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
@@ -25,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billfold.api import family_002, family_004
 from billfold.errors import BillfoldError
+from billfold.logs import ERROR_CODE, TRACKING_ID, new_tracking_id
 
 logger = logging.getLogger("billfold.api")
 
@@ -45,10 +45,6 @@ _HTTP_CODES = {
 }
 
 
-def new_tracking_id() -> str:
-    return "trk_" + secrets.token_hex(10)
-
-
 def error_response(
     request: Request[Any, Any, Any],
     *,
@@ -62,7 +58,10 @@ def error_response(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    tracking_id = new_tracking_id()
+    scope: dict[str, Any] = request.scope  # type: ignore[assignment]
+    # The request's own tracking id (its log line's) when the access log gave it one.
+    tracking_id = scope.get(TRACKING_ID) or new_tracking_id()
+    scope[ERROR_CODE] = code
     error: dict[str, Any] = {"code": code, "message": message}
     if fix:
         error["fix"] = fix
@@ -88,16 +87,18 @@ def error_response(
         if extra:
             body.update({k: v for k, v in extra.items() if k not in body})
     level = logging.ERROR if status_code >= 500 else logging.INFO
-    logger.log(
-        level,
-        "%s %s -> %s %s tracking_id=%s%s",
-        request.method,
-        request.url.path,
-        status_code,
-        code,
-        tracking_id,
-        f" field={field}" if field else "",
-    )
+    # A 4xx of a request the access log covers is said by its line (status, code, tracking id).
+    if level == logging.ERROR or TRACKING_ID not in scope:
+        logger.log(
+            level,
+            "%s %s -> %s %s tracking_id=%s%s",
+            request.method,
+            request.url.path,
+            status_code,
+            code,
+            tracking_id,
+            f" field={field}" if field else "",
+        )
     return Response(
         content=body,
         status_code=status_code,

@@ -19,7 +19,7 @@ from litestar import Litestar
 # Litestar's schema plugin for msgspec Structs (a private module; test_openapi checks the document).
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Operation, Reference, RequestBody, Schema
+from litestar.openapi.spec import Example, OpenAPIResponse, Operation, Reference, RequestBody, Schema
 from litestar.params import HeaderParameter
 from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
@@ -96,6 +96,118 @@ _DESCRIPTIONS = {
     502: "The payment provider failed or refused (nothing was charged)",
 }
 
+_TRACKING = "trk_5c1e0d9a4b7f2e8c3a61"
+_ERROR_EXAMPLES: dict[int, tuple[str, str, str | None, str | None]] = {
+    400: ("validation_error", "amount_cents: Expected `int`, got `str`", None, "amount_cents"),
+    401: (
+        "invalid_api_key",
+        "the API key is unknown or revoked",
+        "Send a live key as `Authorization: Bearer <key>`.",
+        None,
+    ),
+    402: (
+        "insufficient_funds",
+        "insufficient funds: 10000 needed, 4880 available",
+        "Top up the balance or enable auto-reload, then retry.",
+        None,
+    ),
+    403: ("organization_mismatch", "this API key belongs to another organization", None, "org_id"),
+    404: ("hold_not_found", "hold not found", None, "hold_id"),
+    409: ("idempotency_key_reused", "this Idempotency-Key was used with another request", None, None),
+    413: ("payload_too_large", "the body is larger than 1 MiB", None, None),
+    415: (
+        "unsupported_media_type",
+        "the request body must be JSON (Content-Type: application/json)",
+        None,
+        None,
+    ),
+    422: ("no_payment_method", "no payment method on file", "Save a card first.", None),
+    429: ("rate_limited", "Too Many Requests", "Slow down and retry after the Retry-After seconds.", None),
+    502: ("provider_unavailable", "the payment provider did not answer; nothing was charged", None, None),
+}
+"""One representative error per status, in each family's shape (the examples of ``responses``)."""
+
+
+def _error_example(family: str | None, status: int) -> Example:
+    code, message, fix, field = _ERROR_EXAMPLES[status]
+    value: dict[str, Any]
+    if family == "002":
+        tag = {
+            401: "Unauthorized",
+            402: "PaymentRequired",
+            403: "Forbidden",
+            404: "NotFound",
+            409: "Conflict",
+        }
+        value = {"_tag": tag.get(status, "TooManyRequests" if status == 429 else "BadRequest")}
+        value.update({"message": message, "trackingId": _TRACKING})
+        if status == 400 and field:
+            value["_tag"] = "HttpApiDecodeError"
+            value["issues"] = [{"_tag": "Type", "path": [field], "message": message}]
+    elif family == "004":
+        value = {"error": code, "message": message, "trackingId": _TRACKING}
+        if status == 402:
+            value.update(
+                {"balance": 12.5, "required_amount": 100.0, "topup_url": "https://example.com/top-up"}
+            )
+        elif field:
+            value["details"] = [{"field": field, "message": message}]
+    else:
+        error = {"code": code, "message": message}
+        if fix:
+            error["fix"] = fix
+        if field:
+            error["field"] = field
+        value = {"trackingId": _TRACKING, "code": code, "message": message, "error": error}
+        if status == 402:
+            value.update({"balance_cents": 4880, "required_cents": 10000, "currency": "usd"})
+    return Example(summary=f"{status} {code}", value=value)
+
+
+def example(summary: str, value: Any, description: str | None = None) -> Example:
+    """A named example of a request or response body."""
+    return Example(summary=summary, description=description, value=value)
+
+
+def documented(
+    *,
+    request: list[Example] | None = None,
+    response: Mapping[int, list[Example]] | None = None,
+    optional_body: bool = False,
+) -> type[Operation]:
+    """An ``operation_class`` that adds examples to the request body (``request``) and to the
+    success responses (``response``, by status) Litestar generates from the types, keeping their
+    schemas and headers; ``optional_body`` as :class:`OptionalBody`."""
+    request_examples = {_slug(item.summary, index): item for index, item in enumerate(request or [], 1)}
+    response_examples = {
+        str(status): {_slug(item.summary, index): item for index, item in enumerate(items, 1)}
+        for status, items in (response or {}).items()
+    }
+
+    @dataclasses.dataclass
+    class Documented(Operation):
+        def __post_init__(self) -> None:
+            body = self.request_body
+            if isinstance(body, RequestBody):
+                if optional_body:
+                    body.required = False
+                if request_examples:
+                    for media in body.content.values():
+                        media.examples = dict(request_examples)
+            for status, named in response_examples.items():
+                answer = (self.responses or {}).get(status)
+                if isinstance(answer, OpenAPIResponse) and answer.content:
+                    for media in answer.content.values():
+                        media.examples = dict(named)
+
+    return Documented
+
+
+def _slug(summary: str | None, index: int) -> str:
+    words = "".join(c if c.isalnum() else "-" for c in (summary or "").lower()).strip("-")
+    return "-".join(part for part in words.split("-") if part) or f"example-{index}"
+
+
 ALWAYS = (400, 401, 429)
 """What every authenticated route can answer: a bad parameter, a bad key, the rate limit."""
 BODY = (413, 415)
@@ -112,7 +224,12 @@ def responses(
     wanted = set(codes) | ({400, 429} if public else set(ALWAYS)) | (set(BODY) if body else set())
     envelope = _ENVELOPES[family]
     return {
-        code: ResponseSpec(data_container=envelope, description=_DESCRIPTIONS[code], generate_examples=False)
+        code: ResponseSpec(
+            data_container=envelope,
+            description=_DESCRIPTIONS[code],
+            generate_examples=False,
+            examples=[_error_example(None if family == "shaped" else family, code)],
+        )
         for code in sorted(wanted)
     }
 

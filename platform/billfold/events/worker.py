@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from billfold.clock import BusinessClock
@@ -14,6 +15,7 @@ from billfold.errors import RetryLater
 from billfold.events.outbox import DomainEvent, Handler, claim_batch, mark_done, mark_failed
 from billfold.hookspecs import WorkerTask
 from billfold.ledger.holds import HoldService
+from billfold.logs import log_job
 from billfold.plugins import Hooks
 
 logger = logging.getLogger("billfold.worker")
@@ -71,9 +73,20 @@ class Worker:
             batch = await claim_batch(conn, limit=self.config.batch_size)
         handled = 0
         for event in batch:
+            started = time.perf_counter()
             try:
                 await self._deliver(event)
             except RetryLater as later:
+                log_job(
+                    "event",
+                    event.type,
+                    started,
+                    "retry",
+                    organization_id=event.org_id,
+                    event_id=event.id,
+                    attempts=event.attempts + 1,
+                    retry_in_seconds=later.seconds,
+                )
                 async with self.db.transaction() as conn:
                     await mark_failed(
                         conn,
@@ -84,12 +97,31 @@ class Worker:
                     )
             except Exception as exc:
                 logger.exception("event %s (%s) failed", event.id, event.type)
+                log_job(
+                    "event",
+                    event.type,
+                    started,
+                    "failed",
+                    organization_id=event.org_id,
+                    event_id=event.id,
+                    attempts=event.attempts + 1,
+                    level=logging.WARNING,
+                )
                 async with self.db.transaction() as conn:
                     await mark_failed(conn, event, repr(exc), max_attempts=self.config.max_attempts)
             else:
                 async with self.db.transaction() as conn:
                     await mark_done(conn, event.id)
                 handled += 1
+                log_job(
+                    "event",
+                    event.type,
+                    started,
+                    "done",
+                    organization_id=event.org_id,
+                    event_id=event.id,
+                    attempts=event.attempts + 1,
+                )
         return handled
 
     async def _deliver(self, event: DomainEvent) -> None:
@@ -141,7 +173,13 @@ class Worker:
 
 
 async def _guarded(name: str, run: Callable[[], Awaitable[object]]) -> None:
+    """Run a periodic task; its line is INFO when it did something (a truthy result) or failed,
+    DEBUG when it found nothing to do (tasks run every few seconds)."""
+    started = time.perf_counter()
     try:
-        await run()
+        result = await run()
     except Exception:
         logger.exception("worker task %s failed", name)
+        log_job("task", name, started, "failed", level=logging.WARNING)
+    else:
+        log_job("task", name, started, "done", level=logging.INFO if result else logging.DEBUG)

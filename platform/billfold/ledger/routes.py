@@ -12,10 +12,11 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
+from billfold.api import examples
 from billfold.api import family_002 as f002
 from billfold.api import family_004 as f004
 from billfold.api.auth import OrgScope, TenantController
-from billfold.api.openapi import IDEMPOTENCY_KEY, OptionalBody, responses
+from billfold.api.openapi import IDEMPOTENCY_KEY, responses
 from billfold.api.params import CURSOR, INSTANT, anchored, parse_cursor, parse_instant
 from billfold.api.writes import idempotent, reply
 from billfold.config import CurrencyConfig, HoldsConfig
@@ -77,8 +78,14 @@ class LedgerController(TenantController):
     @post(
         "/charges",
         operation_id="CreateCharge",
+        description=(
+            "Debits `amount_cents` (minor units) from the free balance at once. 402 when the free "
+            "balance (plus the overage) does not cover it; nothing is written then. Send "
+            "`Idempotency-Key` to retry safely: a replay answers the first response."
+        ),
         summary="Debit the balance (402 when short)",
         responses=responses(402, 404, 409, body=True),
+        operation_class=examples.CHARGE,
     )
     async def create_charge(
         self,
@@ -119,8 +126,14 @@ class LedgerController(TenantController):
     @post(
         "/holds",
         operation_id="CreateHold",
+        description=(
+            "Reserves `amount_cents` out of the free balance for an operation whose final cost is not"
+            " known yet; capture or release it later, or it expires after `expires_in_seconds`. 402 "
+            "when the free balance does not cover it."
+        ),
         summary="Reserve money for an in-flight operation",
         responses=responses(402, 409, body=True),
+        operation_class=examples.HOLD,
     )
     async def create_hold(
         self,
@@ -157,7 +170,16 @@ class LedgerController(TenantController):
 
         return reply(await idempotency.run(await idempotent(request, org.org_id), work, _ENCODE))
 
-    @get("/holds/{hold_id:uuid}", operation_id="GetHold", summary="A hold", responses=responses(404))
+    @get(
+        "/holds/{hold_id:uuid}",
+        operation_id="GetHold",
+        summary="A hold",
+        description=(
+            "One hold of the organization: its amount, status (pending, captured, released, expired) "
+            "and expiry."
+        ),
+        responses=responses(404),
+    )
     async def get_hold(
         self,
         hold_id: FromPath[uuid.UUID],
@@ -169,7 +191,11 @@ class LedgerController(TenantController):
     @post(
         "/holds/{hold_id:uuid}/capture",
         operation_id="CaptureHold",
-        operation_class=OptionalBody,
+        description=(
+            "Turns a pending hold into a debit: the whole hold, or `amount_cents` of it (the rest is "
+            "released). A hold captured, released or expired is 409."
+        ),
+        operation_class=examples.CAPTURE,
         summary="Capture a hold, fully or partly",
         status_code=200,
         responses=responses(404, 409, body=True),
@@ -198,6 +224,10 @@ class LedgerController(TenantController):
     @post(
         "/holds/{hold_id:uuid}/release",
         operation_id="ReleaseHold",
+        description=(
+            "Returns a pending hold's amount to the free balance. A hold already captured, released "
+            "or expired is 409."
+        ),
         summary="Release a hold",
         status_code=200,
         responses=responses(404, 409),
@@ -222,6 +252,10 @@ class LedgerController(TenantController):
     @get(
         "/balance",
         operation_id="GetBalance",
+        description=(
+            "The free (spendable), reserved (held) and total balance in major units with the upper-"
+            "case currency (document 004's shape)."
+        ),
         summary="free, reserved and total, in major units (document 004)",
         responses=responses(404, family="004"),
         opt=f004.OPT,
@@ -245,8 +279,14 @@ class LedgerController(TenantController):
     @get(
         "/transactions",
         operation_id="ListTransactions",
+        description=(
+            "The organization's ledger entries, newest first. Page with `limit` and `offset`, or with"
+            " `cursor` (the `next_cursor` of the previous page, stable while entries are written). "
+            "Filter by `kind` (comma separated) and by date."
+        ),
         summary="Ledger entries, offset or cursor paged",
         responses=responses(404),
+        operation_class=examples.TRANSACTIONS,
     )
     async def list_transactions(
         self,
@@ -324,6 +364,7 @@ class CreditsController(TenantController):
     @get(
         "/credits",
         operation_id="GetCredits",
+        description="The organization's balance, reserved and available credits in document 002's shape.",
         summary="The organization's credits: balance, reserved, available",
         responses=responses(403, 404, family="002"),
     )
@@ -348,6 +389,10 @@ class CreditsController(TenantController):
     @get(
         "/credits/history",
         operation_id="GetCreditHistory",
+        description=(
+            "The organization's credit movements, newest first, in document 002's shape; `limit` is "
+            "clamped to 1..100."
+        ),
         summary="Credit history, newest first (limit clamped to 1..100, default 50)",
         responses=responses(403, 404, family="002"),
     )

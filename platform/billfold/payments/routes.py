@@ -11,6 +11,7 @@ from litestar import Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
+from billfold.api import examples
 from billfold.api.auth import OrgScope, TenantController
 from billfold.api.family_002 import WebhookAnswer
 from billfold.api.openapi import IDEMPOTENCY_KEY, responses
@@ -99,7 +100,14 @@ class OrgBillingController(TenantController):
     tags = ["billing"]
 
     @get(
-        "/", operation_id="GetOrgBillingAccount", summary="The billing account", responses=responses(403, 404)
+        "/",
+        operation_id="GetOrgBillingAccount",
+        summary="The billing account",
+        description=(
+            "The billing account of the organization in the path (its key's own): auto-reload "
+            "settings, its state, and the default payment method."
+        ),
+        responses=responses(403, 404),
     )
     async def get_account(
         self,
@@ -113,6 +121,10 @@ class OrgBillingController(TenantController):
     @patch(
         "/",
         operation_id="UpdateOrgBillingAccount",
+        description=(
+            "Changes the auto-reload settings; enabling it needs `auto_reload_minimum_cents` and "
+            "`auto_reload_amount_cents`. Absent fields keep their value."
+        ),
         summary="Change the auto-reload settings",
         responses=responses(403, 404, 422, body=True),
     )
@@ -129,8 +141,14 @@ class OrgBillingController(TenantController):
     @post(
         "/top-up",
         operation_id="OrgTopUp",
+        description=(
+            "Charges the saved default card `amount_cents` and credits the balance when the payment "
+            "succeeds. A card that needs 3-D Secure answers 402 with `next_action`; a decline is 402 "
+            "and credits nothing. Send `Idempotency-Key` to retry safely."
+        ),
         summary="Charge the saved card and credit the balance",
         responses=responses(402, 403, 404, 409, 502, body=True),
+        operation_class=examples.TOP_UP,
     )
     async def top_up(
         self,
@@ -146,6 +164,10 @@ class OrgBillingController(TenantController):
     @post(
         "/setup-intent",
         operation_id="OrgSetupIntent",
+        description=(
+            "Starts saving a card with the payment provider; the browser confirms it with Stripe.js "
+            "and the card becomes the default payment method."
+        ),
         summary="Start saving a card (Stripe.js confirms it)",
         responses=responses(403, 404, 502),
     )
@@ -161,7 +183,16 @@ class BillingController(TenantController):
     path = "/v1/billing"
     tags = ["billing"]
 
-    @get("/", operation_id="GetBillingAccount", summary="The billing account", responses=responses(404))
+    @get(
+        "/",
+        operation_id="GetBillingAccount",
+        summary="The billing account",
+        description=(
+            "The billing account of the key's organization: auto-reload settings, its state, and the "
+            "default payment method."
+        ),
+        responses=responses(404),
+    )
     async def get_account(
         self,
         org: NamedDependency[OrgScope],
@@ -173,6 +204,10 @@ class BillingController(TenantController):
     @patch(
         "/",
         operation_id="UpdateBillingAccount",
+        description=(
+            "Changes the auto-reload settings; enabling it needs `auto_reload_minimum_cents` and "
+            "`auto_reload_amount_cents`. Absent fields keep their value."
+        ),
         summary="Change the auto-reload settings",
         responses=responses(404, 422, body=True),
     )
@@ -188,8 +223,14 @@ class BillingController(TenantController):
     @post(
         "/top-up",
         operation_id="TopUp",
+        description=(
+            "Charges the saved default card `amount_cents` and credits the balance when the payment "
+            "succeeds. A card that needs 3-D Secure answers 402 with `next_action`; a decline is 402 "
+            "and credits nothing. Send `Idempotency-Key` to retry safely."
+        ),
         summary="Charge the saved card and credit the balance",
         responses=responses(402, 404, 409, 502, body=True),
+        operation_class=examples.TOP_UP,
     )
     async def top_up(
         self,
@@ -204,6 +245,10 @@ class BillingController(TenantController):
     @post(
         "/setup-intent",
         operation_id="SetupIntent",
+        description=(
+            "Starts saving a card with the payment provider; the browser confirms it with Stripe.js "
+            "and the card becomes the default payment method."
+        ),
         summary="Start saving a card (Stripe.js confirms it)",
         responses=responses(404, 502),
     )
@@ -215,6 +260,10 @@ class BillingController(TenantController):
     @post(
         "/default-payment-method",
         operation_id="SetDefaultPaymentMethod",
+        description=(
+            "Attaches a payment method saved with the provider and makes it the default for top-ups "
+            "and auto-reload."
+        ),
         summary="Save a payment method as the default",
         status_code=200,
         responses=responses(402, 404, 502, body=True),
@@ -240,6 +289,10 @@ class CustomerBillingController(TenantController):
     @post(
         "/",
         operation_id="GetOrCreateCustomer",
+        description=(
+            "Creates (or finds) the organization's customer at the payment provider and, when plan "
+            "steps are named, a checkout for them."
+        ),
         summary="The provider customer, and a checkout for plan steps",
         status_code=200,
         responses=responses(404, 502, body=True),
@@ -331,6 +384,11 @@ def _webhook_operation_id(_handler: Any, _method: Any, components: list[Any]) ->
 @post(
     list(_WEBHOOK_OPERATION_IDS),
     operation_id=_webhook_operation_id,
+    description=(
+        "Receives the payment provider's events. The signature is verified against the webhook secret"
+        " (400 when it does not match) and each event is applied once, however often it is delivered."
+        " No API key."
+    ),
     summary="Provider webhooks (signature verified; each event applied once)",
     status_code=200,
     tags=["webhooks"],

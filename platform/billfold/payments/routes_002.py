@@ -93,6 +93,9 @@ class OrganizationSettingsController(TenantController):
     @get(
         "/",
         operation_id="GetOrganizationBilling",
+        description=(
+            "Billing settings in document 002's shape: amounts in decimillicents (1/10,000 of a cent)."
+        ),
         summary="Billing settings (decimillicents)",
         responses=responses(403, 404, family="002"),
     )
@@ -109,6 +112,10 @@ class OrganizationSettingsController(TenantController):
     @patch(
         "/",
         operation_id="UpdateOrganizationBilling",
+        description=(
+            "Merges the body into the billing settings: an absent key keeps its value, null clears "
+            "it; the merged settings are validated as a whole."
+        ),
         summary="Change billing settings: absent keeps, null clears, the merged result is validated",
         responses=responses(403, 404, 422, body=True, family="002"),
     )
@@ -136,6 +143,10 @@ class OrganizationPaymentsController(TenantController):
     @post(
         "/top-up",
         operation_id="OrganizationTopUp",
+        description=(
+            "Creates a hosted checkout for a one-time top-up of `amountDecimillicents`; the balance "
+            "is credited when the provider reports the payment (webhook), not before."
+        ),
         summary="A hosted checkout for a one-time top-up; the credit arrives when it is paid",
         status_code=200,
         responses=responses(403, 404, 502, body=True, family="002"),
@@ -160,6 +171,10 @@ class OrganizationPaymentsController(TenantController):
     @post(
         "/dev/complete-local",
         operation_id="CompleteLocalPayment",
+        description=(
+            "Development payment provider only: completes a pending payment (a checkout session, a "
+            "payment intent, or the latest) as if the customer had paid, so the credit arrives."
+        ),
         summary="Development: complete a pending local payment (a session, an intent, or the latest)",
         status_code=200,
         responses=responses(403, 404, body=True, family="002"),
@@ -188,6 +203,10 @@ class OrganizationPaymentsController(TenantController):
     @get(
         "/auto-recharge/requires-action",
         operation_id="AutoRechargeRequiresAction",
+        description=(
+            "The latest auto-recharge that needs the customer (3-D Secure) and is not resolved yet, "
+            "with what to show them; null when there is none."
+        ),
         summary="The latest unresolved auto-recharge challenge, or null",
         responses=responses(403, 404, family="002"),
     )
@@ -219,6 +238,9 @@ class CheckoutController(TenantController):
     @post(
         "/checkout",
         operation_id="CreateCheckoutSession",
+        description=(
+            "Creates a hosted checkout for a subscription plan step of billing.yaml (by its price id)."
+        ),
         summary="A hosted checkout for a subscription plan of billing.yaml",
         status_code=200,
         responses=responses(403, 404, 502, body=True, family="002"),
@@ -254,6 +276,9 @@ class CheckoutController(TenantController):
     @post(
         "/portal",
         operation_id="CreatePortalSession",
+        description=(
+            "A link to the payment provider's billing portal, where the customer manages cards and invoices."
+        ),
         summary="The provider's billing portal",
         status_code=200,
         responses=responses(403, 404, 502, body=True, family="002"),

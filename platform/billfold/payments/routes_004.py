@@ -55,6 +55,10 @@ class PaymentsController(TenantController):
     @post(
         "/topup",
         operation_id="TopUpMajorUnits",
+        description=(
+            "Charges a stored payment method `amount` (major units, in the organization's currency) "
+            "and credits the balance when it succeeds; a decline is 402 with where to top up instead."
+        ),
         summary="Top up in major units with a stored payment method",
         responses=responses(402, 404, 409, 502, body=True, family="004"),
     )
@@ -111,6 +115,7 @@ class PaymentsController(TenantController):
     @get(
         "/payment-methods",
         operation_id="ListPaymentMethods",
+        description="The organization's saved payment methods (card, SEPA Debit) with the default marked.",
         summary="Saved payment methods (card, SEPA Debit)",
         responses=responses(404, family="004"),
     )
@@ -124,6 +129,10 @@ class PaymentsController(TenantController):
     @post(
         "/payment-methods",
         operation_id="AddPaymentMethod",
+        description=(
+            "Saves a payment method created with the provider (card or SEPA Debit) and optionally "
+            "makes it the default."
+        ),
         summary="Save a payment method (card, SEPA Debit)",
         responses=responses(402, 404, 502, body=True, family="004"),
     )
@@ -140,6 +149,10 @@ class PaymentsController(TenantController):
     @get(
         "/auto-reload",
         operation_id="GetAutoReload",
+        description=(
+            "Auto-reload settings in major units (document 004): enabled, trigger threshold, reload "
+            "amount, monthly limit."
+        ),
         summary="Auto-reload settings (major units)",
         responses=responses(404, family="004"),
     )
@@ -155,6 +168,11 @@ class PaymentsController(TenantController):
     @put(
         "/auto-reload",
         operation_id="PutAutoReload",
+        description=(
+            "Replaces the auto-reload settings (major units). When the free balance falls below the "
+            "threshold, the saved card is charged the reload amount, at most 3 times a day and within"
+            " the monthly limit; a decline is retried after 24 h."
+        ),
         summary="Change auto-reload (major units): at most 3 reloads a day, a decline retried after 24 h",
         responses=responses(404, 422, body=True, family="004"),
     )
