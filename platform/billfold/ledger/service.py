@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -169,6 +169,10 @@ def crossed_levels(levels: Iterable[int], before: int, after: int) -> tuple[list
     return [], None
 
 
+def _uncounted(kind: str) -> None:
+    """Entries are not counted (no metrics in this process)."""
+
+
 def positive_amount(amount_cents: int, field: str = "amount_cents") -> None:
     if not 1 <= amount_cents <= MAX_AMOUNT:
         raise ValidationFailed(f"{field} must be an integer between 1 and {MAX_AMOUNT}", field=field)
@@ -180,6 +184,8 @@ class LedgerService:
     def __init__(self, db: Database, hooks: Hooks) -> None:
         self.db = db
         self.hooks = hooks
+        self.count_entry: Callable[[str], None] = _uncounted
+        """Called with the kind of each entry written (the metrics' counter while the app serves)."""
 
     # -- accounts --------------------------------------------------------------------------------
 
@@ -266,6 +272,7 @@ class LedgerService:
         if written is None:
             raise await self._refusal(conn, entry.org_id, entry.free_delta)
         account, entry_id = written
+        self.count_entry(entry.kind)
         posted = Posted(entry=entry.written(entry_id, account), account=account)
         if self.hooks.implemented("billfold_ledger_entry_written"):
             await self.hooks.call(
@@ -428,6 +435,7 @@ class LedgerService:
                 row = await driver.fetchrow(_POST_POSTGRES, *params)
             if row is not None:
                 account, entry_id = _posted_row(entry, row)
+                self.count_entry(entry.kind)
                 return Posted(entry=entry.written(entry_id, account), account=account)
         async with self.db.transaction(conn) as c:
             await self.authorize(

@@ -13,18 +13,23 @@ from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.types import Scope
 
+from billfold.api import examples
 from billfold.api import family_002 as f002
 from billfold.api import family_004 as f004
 from billfold.api.auth import OrgScope, TenantController, operator_guard
 from billfold.api.openapi import responses
 from billfold.api.params import INSTANT, anchored, parse_instant
 from billfold.api.writes import REPLAY_HEADER
+from billfold.audit.actions import OperatorActions
+from billfold.audit.service import AuditActor
 from billfold.clock import now
 from billfold.config import ChannelConfig, CurrencyConfig
 from billfold.errors import ValidationFailed
 from billfold.ledger.routes import minor_units
 from billfold.ledger.service import LedgerService
+from billfold.metrics import USAGE_OUTCOMES
 from billfold.orgs.service import OrgService
 from billfold.payments.profiles import ProfileService
 from billfold.usage.close import parse_period, period_of
@@ -94,6 +99,7 @@ class UsageController(TenantController):
         "with the first result (`Idempotent-Replayed: true`) and debits nothing; another body is 409. "
         "A refused event (402) is not stored: a retry runs again.",
         responses={**responses(402, 404, 409, body=True, family="shaped"), **_ACCEPTED},
+        operation_class=examples.USAGE,
     )
     async def report(
         self,
@@ -113,12 +119,18 @@ class UsageController(TenantController):
     @post(
         "/batch",
         operation_id="ReportUsageBatch",
+        description=(
+            "Up to 1000 events in one request; each is priced and debited on its own and gets its own"
+            " answer (accepted, replayed or refused with its error), in order. The request itself is "
+            "200 unless it does not decode."
+        ),
         summary="Report up to 1000 events; each is accepted, replayed or refused on its own",
         status_code=200,
         responses=responses(404, body=True, family="shaped"),
     )
     async def batch(
         self,
+        scope: Scope,
         data: JSONBody[BatchIn],
         org: NamedDependency[OrgScope],
         usage: NamedDependency[UsageService],
@@ -131,11 +143,17 @@ class UsageController(TenantController):
                 billing = shaped(out, shape, currencies).billing
                 result = msgspec.structs.replace(result, billing=msgspec.to_builtins(billing))
             results.append(result)
+        # each event's outcome, for the metrics (counted where the route answers)
+        scope[USAGE_OUTCOMES] = [(r.status, r.code) for r in results]  # type: ignore[literal-required]
         return BatchOut(results=results)
 
     @post(
         "/{usage_id:uuid}/settle",
         operation_id="SettleUsage",
+        description=(
+            "Ends a reserved send: `delivered` captures the held amount (for a `quantity` at most the"
+            " reserved one), `failed` releases it. Settling twice is 409."
+        ),
         summary="Settle a reserved send: delivered captures (quantity at most the reserved), failed releases",
         status_code=200,
         responses=responses(404, 409, body=True, family="shaped"),
@@ -154,6 +172,10 @@ class UsageController(TenantController):
     @get(
         "/{usage_id:uuid}",
         operation_id="GetUsage",
+        description=(
+            "One usage event as it was last answered: its price, status (debited, reserved, settled, "
+            "released) and transaction."
+        ),
         summary="One usage event as last answered",
         responses=responses(404, family="shaped"),
     )
@@ -190,6 +212,7 @@ class UsageReports004Controller(TenantController):
     @get(
         "/",
         operation_id="GetMonthUsage",
+        description="A UTC month's usage per channel: billed units and cost in major units.",
         summary="A UTC month's usage per channel (billed units, major units)",
         responses=responses(404, family="004"),
     )
@@ -227,6 +250,10 @@ class UsageReports004Controller(TenantController):
     @get(
         "/detailed",
         operation_id="GetDetailedUsage",
+        description=(
+            "Usage between two UTC dates (inclusive, at most 366 days), grouped by day, channel or "
+            "message type, in major units."
+        ),
         summary="Usage between two UTC dates (inclusive, at most 366 days), grouped",
         responses=responses(404, family="004"),
     )
@@ -284,6 +311,10 @@ class Usage002Controller(TenantController):
     @get(
         "/",
         operation_id="GetOrganizationUsage",
+        description=(
+            "Usage of one category over a window (inclusive, at most 92 days), in decimillicents "
+            "(document 002)."
+        ),
         summary="Usage of one category over a window (inclusive, at most 92 days; decimillicents)",
         responses=responses(403, 404, family="002"),
     )
@@ -358,6 +389,7 @@ class NoCapReminderController(TenantController):
     @get(
         "/",
         operation_id="GetNoCapReminder",
+        description="Whether the organization dismissed the reminder to set a spend cap.",
         summary="Whether the no-spend-cap reminder was dismissed",
         responses=responses(403, 404, family="002"),
     )
@@ -374,6 +406,7 @@ class NoCapReminderController(TenantController):
     @post(
         "/dismiss",
         operation_id="DismissNoCapReminder",
+        description="Dismisses the reminder to set a spend cap, for good. Dismissing again answers the same.",
         summary="Dismiss the reminder (permanent, idempotent)",
         status_code=200,
         responses=responses(403, 404, family="002"),
@@ -420,6 +453,10 @@ class AdminPlanController(Controller):
     @get(
         "/",
         operation_id="AdminGetPlan",
+        description=(
+            "The organization's message and budget plan steps, caps, billing cycle anniversary and "
+            "this cycle's counters. Operator key."
+        ),
         summary="An organization's plan steps, caps, cycle and counters",
         responses=responses(404),
     )
@@ -436,6 +473,10 @@ class AdminPlanController(Controller):
     @put(
         "/",
         operation_id="AdminSetPlan",
+        description=(
+            "Sets plan steps (an upgrade applies at once, a downgrade at the next anniversary), caps,"
+            " overage and the anniversary day. Operator key."
+        ),
         summary="Set steps (upgrade at once, downgrade at the next anniversary), caps, overage, anniversary",
         responses=responses(404, body=True),
     )
@@ -444,10 +485,10 @@ class AdminPlanController(Controller):
         org_id: FromPath[uuid.UUID],
         data: JSONBody[PlanChange],
         plan_service: NamedDependency[PlanService],
-        orgs: NamedDependency[OrgService],
+        actions: NamedDependency[OperatorActions],
+        audit_actor: NamedDependency[AuditActor],
     ) -> PlanOut:
-        found = await orgs.get(org_id)
-        plan = await plan_service.change(org_id, found.created_at, data)
+        plan = await actions.change_plan(audit_actor, org_id, data, reason=data.reason)
         return plan_out(plan, await plan_service.cycle_counters(org_id, plan.cycle_start))
 
 
