@@ -1,0 +1,1 @@
+"""The operator dashboard at /dashboard: server-rendered pages over the core services."""
