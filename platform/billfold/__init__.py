@@ -20,6 +20,13 @@ _EXPORTS: dict[str, str] = {
     "WorkerTask": "billfold.hookspecs",
     "MigrationSource": "billfold.hookspecs",
     "Direction": "billfold.hookspecs",
+    "MetricsSource": "billfold.hookspecs",
+    # the operator dashboard's panels (billfold_dashboard_panels)
+    "DashboardPanel": "billfold.dashboard.panels",
+    "DashboardAction": "billfold.dashboard.panels",
+    "DashboardField": "billfold.dashboard.panels",
+    "ActionCall": "billfold.dashboard.panels",
+    "ActionResult": "billfold.dashboard.panels",
     # errors a plugin raises or catches
     "BillfoldError": "billfold.errors",
     "ValidationFailed": "billfold.errors",
@@ -48,7 +55,9 @@ _EXPORTS: dict[str, str] = {
     "InvalidWebhook": "billfold.payments.provider",
     # routes
     "operator_guard": "billfold.api.auth",
+    "operator_actor": "billfold.api.auth",
     "OrgScope": "billfold.api.auth",
+    "TenantController": "billfold.api.auth",
     "responses": "billfold.api.openapi",
     "ErrorEnvelope": "billfold.api.openapi",
     # tables
@@ -58,8 +67,12 @@ _EXPORTS: dict[str, str] = {
     "plugin_metadata": "billfold.db.plugin",
     "run_plugin_migrations": "billfold.db.plugin",
     "Database": "billfold.db.uow",
+    # the audit trail of operator actions
+    "AuditActor": "billfold.audit.service",
+    "record_audit": "billfold.audit.service",
     # the command line
     "run_command": "billfold.cli_support",
+    "cli_actor": "billfold.audit.commands",
     # money and bounded fields
     "format_minor": "billfold.money",
     "major_to_minor": "billfold.money",
@@ -98,11 +111,20 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from billfold.api.auth import OrgScope, operator_guard
+    from billfold.api.auth import OrgScope, TenantController, operator_actor, operator_guard
     from billfold.api.openapi import ErrorEnvelope, responses
+    from billfold.audit.commands import cli_actor
+    from billfold.audit.service import AuditActor, record_audit
     from billfold.cli_support import run_command
     from billfold.clock import now
     from billfold.config.schema import BillfoldConfig
+    from billfold.dashboard.panels import (
+        ActionCall,
+        ActionResult,
+        DashboardAction,
+        DashboardField,
+        DashboardPanel,
+    )
     from billfold.db.plugin import IdentityModel, ModelBase, UUIDModel, plugin_metadata, run_plugin_migrations
     from billfold.db.uow import Database
     from billfold.errors import (
@@ -129,7 +151,15 @@ if TYPE_CHECKING:
         SignedAmount,
         Url,
     )
-    from billfold.hookspecs import Direction, MigrationSource, PluginState, PriceQuote, WorkerTask, hookimpl
+    from billfold.hookspecs import (
+        Direction,
+        MetricsSource,
+        MigrationSource,
+        PluginState,
+        PriceQuote,
+        WorkerTask,
+        hookimpl,
+    )
     from billfold.ledger.holds import HoldService
     from billfold.ledger.rows import AccountRow, EntryRow, HoldRow, Posted
     from billfold.ledger.service import LedgerService

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from billfold.audit.commands import audit_command, cli_actor, operator_keys
 from billfold.cli_support import LazyState, billfold, run_command
 from billfold.config import ConfigError, load_config
 from billfold.config.loader import default_config_path
@@ -60,6 +61,10 @@ def main() -> None:
     """Billfold: prepaid billing. BILLFOLD_CONFIG names the config file (default config/billing.yaml)."""
 
 
+main.add_command(operator_keys)
+main.add_command(audit_command)
+
+
 def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
     click.echo(json.dumps(result) if as_json else text)
 
@@ -71,27 +76,50 @@ def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
 def serve(host: str | None, port: int | None, workers: int | None, no_migrate: bool) -> None:
     """Apply migrations and serve the API (with the background worker in-process)."""
-    import uvicorn
-
     from billfold.cli_support import migration_sources
     from billfold.db.migrate import upgrade
+    from billfold.reload import run_server
+    from billfold.serve_summary import startup_summary
 
     app = billfold()  # validates the config and every plugin section, or refuses to start
+    applied = None
     if not no_migrate:
-        upgrade(app.config.database.url, sources=migration_sources(app))
+        applied = upgrade(app.config.database.url, sources=migration_sources(app))
     server = app.config.server
-    os.environ.setdefault("BILLFOLD_CONFIG", str(default_config_path()))
-    uvicorn.run(
-        "billfold.api.app:create_app_from_env",
-        factory=True,
+    summary = startup_summary(
+        app,
         host=host or server.host,
         port=port or server.port,
         workers=workers or server.workers,
-        log_level="info",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
+        applied=applied,
     )
+    click.echo("\n".join(summary))
+    os.environ.setdefault("BILLFOLD_CONFIG", str(default_config_path()))
+    # the workers' metrics are summed from one directory (billfold.metrics.multiprocess)
+    from billfold.metrics.multiprocess import multiprocess_directory
+
+    # under uvicorn's supervisor at any worker count: SIGHUP reloads billing.yaml (billfold.reload)
+    with multiprocess_directory(app.config.metrics.enabled):
+        run_server(
+            "billfold.api.app:create_app_from_env",
+            factory=True,
+            host=host or server.host,
+            port=port or server.port,
+            workers=workers or server.workers,
+            log_level=app.config.logging.level,
+            access_log=False,  # Billfold writes its own line per request (logging.requests)
+            **_uvicorn_logging(app.config.logging),
+            loop="uvloop",
+            http="httptools",
+        )
+
+
+def _uvicorn_logging(config: Any) -> dict[str, Any]:
+    """uvicorn's ``log_config`` when its lines must match ``logging.format`` (JSON)."""
+    from billfold.logs import uvicorn_log_config
+
+    log_config = uvicorn_log_config(config)
+    return {} if log_config is None else {"log_config": log_config}
 
 
 @main.command()
@@ -100,7 +128,11 @@ def worker(once: bool) -> None:
     """Run the background worker alone (outbox delivery, hold expiry, auto-reload, plugin tasks)."""
     import asyncio
 
+    from billfold.logs import configure_logging
+    from billfold.reload import reexec_if_asked, worker_reload_on_hup
+
     app = billfold()
+    configure_logging(app.config.logging)  # one line per job, in the configured format
 
     async def go() -> None:
         await app.worker.load_handlers()
@@ -109,17 +141,41 @@ def worker(once: bool) -> None:
             await app.worker.run_tasks_once()
             return
         app.worker.start()
+        stop = asyncio.Event()
+        worker_reload_on_hup(stop)  # SIGHUP: a valid billing.yaml restarts the worker with it
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await app.worker.stop()
 
     run_command(go())
+    reexec_if_asked()
 
 
 @main.group()
 def config() -> None:
     """Configuration commands."""
+
+
+@config.command("diff")
+@click.argument("old")
+@click.argument("new")
+def config_diff(old: str, new: str) -> None:
+    """What changes from config OLD to config NEW (prices, plans and caps, plugins, ...): both are
+    validated first, as start-up would."""
+    from billfold.config.diff import diff
+    from billfold.plugins import create_plugin_manager, validate_plugin_configs
+
+    configs = []
+    for path in (old, new):
+        try:
+            loaded, lines = load_config(path)
+            validate_plugin_configs(create_plugin_manager(), loaded.plugins, lines=lines, source=path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        configs.append(loaded)
+    changes = diff(configs[0], configs[1])
+    click.echo("\n".join(changes) if changes else "no changes")
 
 
 @config.command("check")
@@ -166,13 +222,16 @@ def orgs() -> None:
 @orgs.command("create")
 @click.option("--name", required=True)
 @click.option("--currency", default=None, help="Default: default_currency from the config.")
+@click.option("--reason", default=None, help="Optional: why (recorded in the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
-def orgs_create(name: str, currency: str | None, as_json: bool) -> None:
+def orgs_create(name: str, currency: str | None, reason: str | None, as_json: bool) -> None:
     """Create an organization and its first API key (shown once)."""
     app = billfold()
 
     async def go() -> dict[str, Any]:
-        org, key = await app.orgs.create_with_key(name=name, currency=currency)
+        org, key = await app.actions.create_organization(
+            cli_actor(), name=name, currency=currency, reason=reason
+        )
         return {
             "id": str(org.id),
             "name": org.name,
@@ -198,13 +257,14 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--org", "org_id", required=True, type=click.UUID)
 @click.option("--name", default="")
+@click.option("--reason", default=None, help="Optional: why (recorded in the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
-def keys_create(org_id: uuid.UUID, name: str, as_json: bool) -> None:
+def keys_create(org_id: uuid.UUID, name: str, reason: str | None, as_json: bool) -> None:
     """Issue another API key for an organization (shown once)."""
     app = billfold()
 
     async def go() -> dict[str, Any]:
-        key = await app.keys.issue(org_id, name=name)
+        key = await app.actions.issue_key(cli_actor(), org_id, name=name, reason=reason)
         return {"id": str(key.id), "org_id": str(key.org_id), "prefix": key.prefix, "api_key": key.api_key}
 
     result = run_command(go())
@@ -213,10 +273,11 @@ def keys_create(org_id: uuid.UUID, name: str, as_json: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id", type=click.UUID)
-def keys_revoke(key_id: uuid.UUID) -> None:
+@click.option("--reason", default=None, help="Optional: why (recorded in the audit trail).")
+def keys_revoke(key_id: uuid.UUID, reason: str | None) -> None:
     """Revoke an API key."""
     app = billfold()
-    run_command(app.keys.revoke(key_id))
+    run_command(app.actions.revoke_key(cli_actor(), key_id, reason=reason))
     click.echo(f"revoked {key_id}")
 
 
@@ -229,13 +290,18 @@ def ledger() -> None:
 @click.option("--org", "org_id", required=True, type=click.UUID)
 @click.option("--amount-cents", required=True, type=int, help="Positive credits, negative debits.")
 @click.option("--description", required=True)
+@click.option("--reason", default=None, help="Optional: why (recorded in the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
-def ledger_adjust(org_id: uuid.UUID, amount_cents: int, description: str, as_json: bool) -> None:
+def ledger_adjust(
+    org_id: uuid.UUID, amount_cents: int, description: str, reason: str | None, as_json: bool
+) -> None:
     """Post an operator adjustment."""
     app = billfold()
 
     async def go() -> dict[str, Any]:
-        posted = await app.ledger.adjust(org_id, amount_cents, description=description)
+        posted = await app.actions.adjust(
+            cli_actor(), org_id, amount_cents, description=description, reason=reason
+        )
         return {
             "entry_id": posted.entry.id,
             "amount_cents": posted.entry.amount_cents,
@@ -314,15 +380,35 @@ def month() -> None:
 @month.command("close")
 @click.option("--period", required=True, help="The month, YYYY-MM (UTC); it must have ended.")
 @click.option("--org", "org_id", default=None, type=click.UUID, help="Only this organization.")
+@click.option(
+    "--reissue",
+    is_flag=True,
+    help="With --org: cut a new invoice (the next number) for a closed month whose invoice was voided.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Optional: print one JSON object.")
-def month_close(period: str, org_id: uuid.UUID | None, as_json: bool) -> None:
+def month_close(period: str, org_id: uuid.UUID | None, reissue: bool, as_json: bool) -> None:
     """Close a month for every organization (or one): once each, whoever else is closing it.
 
     The worker does this by itself shortly after a month ends; run it by hand to close at once or
-    to finish a close that was interrupted (organizations already closed are skipped)."""
+    to finish a close that was interrupted (organizations already closed are skipped). Each
+    organization with activity in the month gets its invoice in the same transaction."""
     from billfold.errors import BillfoldError
 
     app = billfold()
+    if reissue:
+        if org_id is None:
+            raise click.UsageError("--reissue needs --org")
+        try:
+            invoice = run_command(app.month_close.reissue(org_id, period))
+        except BillfoldError as error:
+            raise click.ClickException(error.message) from None
+        number = getattr(invoice, "number", None)
+        _print(
+            {"period": period, "org_id": str(org_id), "invoice": number},
+            as_json,
+            f"{period}: reissued invoice {number}" if number else f"{period}: no activity, no invoice",
+        )
+        return
     try:
         report = run_command(app.month_close.close(period, org_id=org_id))
     except BillfoldError as error:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from billfold.config import BillfoldConfig
+    from billfold.dashboard.panels import DashboardPanel
     from billfold.db import Database
     from billfold.events.outbox import DomainEvent
     from billfold.ledger.holds import HoldService
@@ -297,3 +298,35 @@ def billfold_migrations(state: PluginState) -> MigrationSource | None:
 
     ``billfold db upgrade`` applies the core's, then each enabled plugin's, each in its own
     version table: a plugin disabled or uninstalled later never makes an upgrade fail."""
+
+
+@hookspec
+def billfold_dashboard_panels(
+    org_id: uuid.UUID, state: PluginState
+) -> Sequence[DashboardPanel] | Awaitable[Sequence[DashboardPanel] | None] | None:
+    """Return panels (:class:`billfold.DashboardPanel`) for an organization's dashboard page.
+
+    Called on every view of the page (read what the panel shows here, with ``state.db``). A
+    panel is a title and an HTML fragment or a Jinja template, with optional actions
+    (:class:`billfold.DashboardAction`): the dashboard draws their forms with the CSRF token, a
+    required reason and a confirmation step, checks the operator's session, and calls the
+    action's ``run`` inside a transaction that also writes the action's one audit row."""
+
+
+MetricsSource = Any
+"""What ``billfold_metrics`` returns: a prometheus_client collector (a Counter, Histogram, Gauge or
+any object with ``collect()``), a callable run at each scrape that returns metric families (it may
+be ``async def``), or a list of these."""
+
+
+@hookspec
+def billfold_metrics(state: PluginState) -> MetricsSource | Sequence[MetricsSource] | None:
+    """Add the plugin's Prometheus metrics to ``GET /metrics``. Called once when the app is built.
+
+    Return collectors and scrape-time callables (see :data:`MetricsSource`). Count events with a
+    prometheus_client ``Counter`` or ``Histogram`` made once per process (at module level, with
+    ``registry=None``) and returned here; read a current value (rows in a state, a queue's depth)
+    in a callable that queries ``state.db`` and returns ``GaugeMetricFamily`` objects, computed at
+    scrape time. With ``billfold serve --workers N`` (N > 1) the Counters and Histograms of every
+    worker are summed (prometheus_client's multiprocess mode); a callable runs once, in the worker
+    that answers. A source that raises is left out of that scrape (the log says why)."""

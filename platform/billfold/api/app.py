@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -29,7 +30,13 @@ from litestar.plugins import InitPluginProtocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billfold import __version__
-from billfold.api.auth import KEYS_STATE_KEY, OPERATOR_STATE_KEY, OperatorAuth, provide_org_scope
+from billfold.api.auth import (
+    KEYS_STATE_KEY,
+    OPERATOR_STATE_KEY,
+    OperatorAuth,
+    provide_actor,
+    provide_org_scope,
+)
 from billfold.api.dependencies import resolve_in_sequence
 from billfold.api.errors import FAMILY_004_STATE_KEY, exception_handlers
 from billfold.api.openapi import (
@@ -46,6 +53,8 @@ from billfold.api.ratelimit import (
     WindowCounters,
 )
 from billfold.api.request import BillfoldRequest
+from billfold.audit.actions import OperatorActions
+from billfold.audit.service import BOOTSTRAP, AuditService, OperatorKeyService
 from billfold.clock import BusinessClock
 from billfold.config import BillfoldConfig
 from billfold.config.loader import _Lines
@@ -53,6 +62,7 @@ from billfold.db import Database, create_engine
 from billfold.events.outbox import bind_reactions
 from billfold.events.worker import Worker
 from billfold.fields import MAX_BODY_BYTES
+from billfold.invoices.service import InvoiceService, LinkSigner
 from billfold.ledger.holds import HoldService
 from billfold.ledger.idempotency import IdempotencyService
 from billfold.ledger.service import LedgerService
@@ -93,6 +103,19 @@ CORE_PLUGINS = (
 """The core's services that implement hooks, registered on the plugin manager like plugins."""
 
 
+def invoice_link_secret() -> bytes:
+    """The key of signed invoice links: ``BILLFOLD_INVOICE_LINK_SECRET``; without it, one derived
+    from the operator key (``BILLFOLD_ADMIN_API_KEY``), so every process of a deployment agrees;
+    without either, a random key of this process (links then work only where they were made)."""
+    secret = os.environ.get("BILLFOLD_INVOICE_LINK_SECRET")
+    if secret:
+        return secret.encode()
+    admin = os.environ.get("BILLFOLD_ADMIN_API_KEY")
+    if admin:
+        return hashlib.blake2b(b"billfold invoice links", key=admin.encode()[:64]).digest()
+    return os.urandom(32)
+
+
 class Billfold:
     """Every service of a running Billfold, built once from a validated config."""
 
@@ -121,7 +144,14 @@ class Billfold:
         self.ledger = LedgerService(self.db, self.hooks)
         self.holds = HoldService(self.db, self.ledger)
         self.idempotency = IdempotencyService(self.db)
-        self.key_cache = KeyCache(config.auth.key_cache_seconds, config.auth.key_cache_notified_seconds)
+        self.key_cache: KeyCache[uuid.UUID] = KeyCache(
+            config.auth.key_cache_seconds, config.auth.key_cache_notified_seconds
+        )
+        self.operator_key_cache: KeyCache[str] = KeyCache(
+            config.auth.key_cache_seconds, config.auth.key_cache_notified_seconds
+        )
+        self.operator_keys = OperatorKeyService(self.db, self.operator_key_cache)
+        self.audit = AuditService(self.db)
         self.keys = KeyService(
             self.db, self.key_cache, prefix="sk_live_" if config.is_production else "sk_test_"
         )
@@ -133,7 +163,7 @@ class Billfold:
             currencies=config.currencies,
             default_currency=config.default_currency,
         )
-        self.revocations = RevocationListener(self.engine, self.key_cache)
+        self.revocations = RevocationListener(self.engine, self.key_cache, also=[self.operator_key_cache])
         self.profiles = ProfileService(self.db, config.auto_reload)
         self.credits = CreditService(self.db, self.ledger)
         self.methods = MethodService(self.db, self.profiles, self.orgs, self.provider_now)
@@ -173,11 +203,30 @@ class Billfold:
             config=config.usage,
         )
         self.reports = UsageReports(self.db, self.hooks)
-        self.month_close = MonthCloseService(self.db, self.orgs, self.hooks, config.usage)
+        self.invoices = InvoiceService(
+            self.db,
+            config.invoices,
+            currencies=config.currencies,
+            channels=config.channels,
+            links=LinkSigner(invoice_link_secret()),
+        )
+        self.month_close = MonthCloseService(
+            self.db, self.orgs, self.hooks, config.usage, ledger=self.ledger, invoices=self.invoices
+        )
         self.worker = Worker(
             db=self.db, holds=self.holds, hooks=self.hooks, clock=self.clock, config=config.worker
         )
-        self.operator = OperatorAuth({"bootstrap": os.environ.get("BILLFOLD_ADMIN_API_KEY", "")})
+        self.operator = OperatorAuth(
+            {BOOTSTRAP: os.environ.get("BILLFOLD_ADMIN_API_KEY", "")}, self.operator_keys
+        )
+        self.actions = OperatorActions(
+            self.db,
+            ledger=self.ledger,
+            orgs=self.orgs,
+            keys=self.keys,
+            plans=self.plan_service,
+            clock=self.clock,
+        )
         self.rate_limit_counters: WindowCounters | None = None
         self.hook_state.bind(
             ledger=self.ledger,
@@ -240,6 +289,10 @@ class Billfold:
             "reports": value(self.reports),
             "plan_service": value(self.plan_service),
             "month_close": value(self.month_close),
+            "invoices": value(self.invoices),
+            "actions": value(self.actions),
+            "audit": value(self.audit),
+            "audit_actor": Provide(provide_actor),
             "channels": value(self.config.channels),
             "db": value(self.db),
             "clock": value(self.clock),
@@ -304,6 +357,7 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
     and the two amounts that must come with enabling auto-reload."""
     from billfold.api import family_002 as f002
     from billfold.api import family_004 as f004
+    from billfold.invoices.schemas import DetailsIn, VoidIn
     from billfold.ledger.schemas import HoldIn
     from billfold.orgs.schemas import AdjustmentIn, OrganizationCreate
     from billfold.payments.schemas import BillingAccountPatch, CustomerBillingIn, TopUpIn
@@ -358,6 +412,8 @@ def body_refinements(config: BillfoldConfig) -> Refinements:
         },
         f004.MajorTopUpRequest: {"amount": major, "currency": currency},
         OrganizationCreate: {"name": non_blank, "currency": currency},
+        DetailsIn: {"legal_name": non_blank},
+        VoidIn: {"reason": non_blank},
         HoldIn: {"expires_in_seconds": {"maximum": config.holds.max_expires_in_seconds}},
         AdjustmentIn: {"amount_cents": {"not": {"const": 0}}},
         BillingAccountPatch: {
@@ -417,6 +473,8 @@ class BillfoldPlugin(InitPluginProtocol):
         self._configure_requests(app_config)
         self._configure_rate_limits(app_config)
         self._configure_openapi(app_config)
+        self._configure_logging(app_config)
+        self._configure_metrics(app_config)
         self._configure_lifespan(app_config)
         config = self.billfold.config
         app_config.state.update(
@@ -433,6 +491,8 @@ class BillfoldPlugin(InitPluginProtocol):
 
     def _configure_routes(self, app_config: AppConfig) -> None:
         from billfold.api.system import SYSTEM_ROUTES
+        from billfold.audit.routes import AUDIT_ROUTES
+        from billfold.invoices.routes import INVOICE_ROUTES
         from billfold.ledger.routes import CreditsController, LedgerController
         from billfold.orgs.routes import AdminController, KeysController
         from billfold.payments.routes import PAYMENT_ROUTES
@@ -451,10 +511,24 @@ class BillfoldPlugin(InitPluginProtocol):
                 *ROUTES_002,
                 *ROUTES_004,
                 *USAGE_ROUTES,
+                *INVOICE_ROUTES,
+                *AUDIT_ROUTES,
             ]
         )
         for answer in self.billfold.hooks.call_sync("billfold_routes"):
             app_config.route_handlers.extend(cast("list[Any]", answer or []))
+        self._configure_dashboard(app_config)
+
+    def _configure_dashboard(self, app_config: AppConfig) -> None:
+        """The operator dashboard at /dashboard (its own session and CSRF middleware, templates)."""
+        from billfold.dashboard.render import template_config
+        from billfold.dashboard.routes import dashboard_routers
+
+        routers, state, stores = dashboard_routers(self.billfold)
+        app_config.route_handlers.extend(routers)
+        app_config.template_config = template_config()
+        app_config.state.update(state)
+        app_config.stores = {**dict(app_config.stores or {}), **stores}  # type: ignore[arg-type]
 
     def _configure_dependencies(self, app_config: AppConfig) -> None:
         app_config.dependencies.update(self.billfold.dependencies())
@@ -494,6 +568,11 @@ class BillfoldPlugin(InitPluginProtocol):
         for index, plugin in enumerate(app_config.plugins):
             if type(plugin) is StructSchemaPlugin:
                 app_config.plugins[index] = BodySchemaPlugin(body_refinements(self.billfold.config))
+        # The documentation pages whose scripts Billfold serves itself (no CDN).
+        from billfold.api.docs import asset_routers, find_assets, render_plugins
+
+        assets = find_assets()
+        app_config.route_handlers.extend(asset_routers(assets))
         app_config.openapi_config = OpenAPIConfig(
             title="Billfold",
             version=__version__,
@@ -510,7 +589,24 @@ class BillfoldPlugin(InitPluginProtocol):
                 }
             ),
             security=[{"bearer": []}],
+            render_plugins=render_plugins(assets),
         )
+
+    def _configure_logging(self, app_config: AppConfig) -> None:
+        from billfold.logs import AccessLog, litestar_logging_config
+
+        logs = self.billfold.config.logging
+        app_config.logging_config = litestar_logging_config(logs)
+        if logs.requests:
+            # Outermost: the line covers the rate limiter's answers too.
+            app_config.middleware.insert(0, AccessLog())
+
+    def _configure_metrics(self, app_config: AppConfig) -> None:
+        # After the logging: the metrics middleware goes first (outermost).
+        if self.billfold.config.metrics.enabled:
+            from billfold.metrics.service import install
+
+            install(self.billfold, app_config)
 
     def _configure_lifespan(self, app_config: AppConfig) -> None:
         billfold = self.billfold
