@@ -64,7 +64,15 @@ BATCH_SIZE = 100
 BATCH_BODY = json.dumps({"events": [USAGE_EVENT] * BATCH_SIZE}, separators=(",", ":"))
 """One priced sms event per request, or 100 in one batch; "{n}" becomes a fresh event id each time."""
 FUNDING_CENTS = 100_000_000
-TARGETS = {"spread": 0.6, "hot": 0.8, "balance": 0.8, "usage": 0.8, "batch": 10.0, "tiers": 0.8}
+TARGETS = {
+    "spread": 0.6,
+    "hot": 0.8,
+    "balance": 0.8,
+    "usage": 0.8,
+    "batch": 10.0,
+    "tiers": 0.8,
+    "alerts": 0.9,
+}
 MINIMAL_WRITES = {
     "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
     "statement": "one self-committing UPDATE+INSERT statement",
@@ -405,6 +413,14 @@ async def create_orgs(
                     )
                     if r.status_code != 201:
                         raise RuntimeError(f"funding {name}: {r.status_code} {r.text[:500]}")
+                    # a webhook endpoint watching its balance levels (the alerts plugin's case)
+                    r = await client.post(
+                        "/v1/webhooks",
+                        json={"url": "http://127.0.0.1:9/hooks", "events": ["billing.balance_low"]},
+                        headers={"Authorization": f"Bearer {org['api_key']}"},
+                    )
+                    if r.status_code != 201:
+                        raise RuntimeError(f"webhook endpoint of {name}: {r.status_code} {r.text[:500]}")
                 return name, {"id": org["id"], "api_key": org["api_key"]}
 
         return dict(await asyncio.gather(*(one(n) for n in names)))
@@ -627,6 +643,15 @@ def print_report(report: dict[str, Any]) -> None:
             f"{u['ratio_to_charges']:.2f} (target >= {TARGETS['usage']:.1f}: "
             f"{'PASS' if u['pass_single'] else 'MISS'})"
         )
+    al = report.get("alerts") or {}
+    for label in ("spread", "hot"):
+        if label in al:
+            print(
+                f"charges ({label}) with the alerts plugin and an endpoint per organization: "
+                f"{al[label]['with']:.0f}/s against {al[label]['without']:.0f}/s without = "
+                f"{al[label]['ratio']:.2f} (target >= {TARGETS['alerts']:.1f}: "
+                f"{'PASS' if al[label]['ratio'] >= TARGETS['alerts'] else 'MISS'})"
+            )
     if "tiers_ratio" in u:
         print(
             f"POST /v1/usage with the tiers plugin: {u['events_per_s']:.0f} events/s against "
@@ -783,6 +808,17 @@ def build_report(
         usage["charges_per_s"] = charges["rps"]
         usage["ratio_to_charges"] = round(single["rps"] / charges["rps"], 3)
         usage["pass_single"] = usage["ratio_to_charges"] >= TARGETS["usage"]
+    alerts: dict[str, Any] = {}
+    for scenario, label in ((f"charges_{args.orgs}_orgs", "spread"), ("charges_hot_org", "hot")):
+        on, off = by_key.get((scenario, "billfold")), by_key.get((scenario, "billfold-no-alerts"))
+        if on and off:
+            alerts[label] = {
+                "with": on["rps"],
+                "without": off["rps"],
+                "ratio": round(on["rps"] / off["rps"], 3),
+            }
+    if alerts:
+        alerts["pass"] = all(v["ratio"] >= TARGETS["alerts"] for v in alerts.values() if isinstance(v, dict))
     plain = by_key.get((f"usage_{args.orgs}_orgs", "billfold-no-tiers"))
     if single and plain:
         usage["events_per_s_no_tiers"] = plain["rps"]
@@ -806,6 +842,7 @@ def build_report(
         "summary": summary,
         "ratios": ratios,
         "usage": usage,
+        "alerts": alerts,
         "balance": balance,
         "ledger_verify": verify,
         "phases": phases,
@@ -879,6 +916,23 @@ def main() -> int:
         {**billfold_env, "BILLFOLD_CONFIG": str(no_tiers_config)},
         port,
         RESULTS / f"{stamp}-billfold-no-tiers.log",
+    )
+    # And with the alerts plugin switched off: the charge phases run on both (every funded
+    # organization has a webhook endpoint watching its balance levels).
+    no_alerts_config = run_dir / "billing-no-alerts.yaml"
+    no_alerts_text, switched = re.subn(
+        r"(\n  alerts:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
+    )
+    if not switched:
+        raise SystemExit("cannot find `plugins.alerts.enabled: true` in the config")
+    no_alerts_config.write_text(no_alerts_text)
+    port = free_port()
+    no_alerts = Server(
+        "billfold-no-alerts",
+        [*billfold.command[:-6], "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+        {**billfold_env, "BILLFOLD_CONFIG": str(no_alerts_config)},
+        port,
+        RESULTS / f"{stamp}-billfold-no-alerts.log",
     )
     port = free_port()
     minimal = Server(
@@ -963,13 +1017,16 @@ def main() -> int:
         lookups_before = asyncio.run(key_lookups(dsn))
         if args.only in ("all", "charges"):
             minimal.start()
+            no_alerts.start()
             for rnd in range(1, args.rounds + 1):
                 # interleaved, so that drift (table growth, other load on the machine) hits both servers
                 for scenario, server, keys in [
                     (spread, billfold, charge["spread"]),
                     (spread, minimal, charge["spread"]),
+                    (spread, no_alerts, charge["spread"]),
                     ("charges_hot_org", billfold, charge["hot-billfold"]),
                     ("charges_hot_org", minimal, charge["hot-minimal"]),
+                    ("charges_hot_org", no_alerts, charge["hot-billfold"]),
                 ]:
                     phases.append(
                         bench.measure(
@@ -977,6 +1034,7 @@ def main() -> int:
                         )
                     )
             minimal.stop()
+            no_alerts.stop()
             # Priced usage, in the same run after the charge rounds (run between them, its writes
             # and the autovacuum they start slowed the next charge rounds by about 10 %): one
             # event per request, and batches of 100.
@@ -1096,7 +1154,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        for server in (minimal, no_tiers, billfold):
+        for server in (minimal, no_tiers, no_alerts, billfold):
             try:
                 server.stop()
             except Exception as exc:  # keep cleaning up

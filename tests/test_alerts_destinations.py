@@ -162,3 +162,81 @@ async def test_development_allows_loopback_over_http_but_not_private_networks(
         )
         assert_error(refused, 422, "destination_not_allowed")
     await state.engine.dispose()
+
+
+@pytest.fixture
+def https_redirector(tmp_path: Any) -> Iterator[tuple[str, Any, list[str]]]:
+    """An https server on 127.0.0.2 (certificate for hooks.example, from openssl) that answers
+    every delivery with a redirect to 127.0.0.1; yields (ca file, set location, paths seen)."""
+    import http.server
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=hooks.example", "-addext", "subjectAltName=DNS:hooks.example"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    seen: list[str] = []
+    location: dict[str, str] = {}
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            seen.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", location["to"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Redirect)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield str(cert), (server.server_address[1], location), seen
+    server.shutdown()
+    server.server_close()
+
+
+async def test_in_production_an_https_redirect_to_loopback_is_not_followed(
+    make_state, alerts_db, names, receiver, https_redirector
+):
+    """The receiver's https server (trusted through ca_bundle, its network allowed) answers a
+    redirect to 127.0.0.1: the delivery fails with that status and nothing reaches 127.0.0.1."""
+    ca_file, (port, location), seen = https_redirector
+    location["to"] = receiver.url
+    pm = create_plugin_manager()
+    pm.register(ProductionProvider(), name="production-provider")
+    config = {**FAST, "allowed_networks": ["127.0.0.2/32"], "ca_bundle": ca_file}
+    state = make_state({"environment": "production", "plugins": {"alerts": config}}, pm=pm)
+    names["hooks.example"] = ["127.0.0.2"]
+    async with open_client(state) as client:
+        created = await client.post("/v1/admin/organizations", json={"name": "Prod"}, headers=ADMIN)
+        headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+        hook = await client.post(
+            "/v1/webhooks",
+            json={"url": f"https://hooks.example:{port}/hooks", "events": ["*"]},
+            headers=headers,
+        )
+        assert hook.status_code == 201, hook.text
+        tested = await client.post(f"/v1/webhooks/{hook.json()['id']}/test", headers=headers)
+        assert tested.status_code == 200, tested.text
+        assert tested.json()["status_codes"] == [307], tested.json()  # reached over TLS, not followed
+        for _ in range(4):
+            await deliver(state)
+        assert seen and set(seen) == {"/hooks"}
+        assert receiver.received == []  # the redirect's target never saw a request
+    await state.engine.dispose()
