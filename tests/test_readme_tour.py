@@ -52,6 +52,7 @@ def run_tour(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
     script = tour()
     assert "uv run billfold serve &\n" in script
     script = script.replace("uv run billfold serve &\n", "").replace("localhost:8000", f"localhost:{port}")
+    script = script.replace("uv run billfold ", f"{BILLFOLD_CLI} ")  # the same console script
     # any HTTP error fails the tour; each answer ends its line
     script = 'set -euo pipefail\ncurl() { command curl --fail-with-body --show-error "$@"; echo; }\n' + script
     environ = {
@@ -83,7 +84,7 @@ def run_tour(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
             time.sleep(0.3)
         done = subprocess.run(
             ["bash", "-c", script],
-            cwd=ROOT,
+            cwd=tmp_path,  # where the tour's files (invoice.pdf) land
             env=environ,
             capture_output=True,
             text=True,
@@ -120,3 +121,8 @@ async def test_the_readme_tour_runs_as_written(tmp_path: Path):
     assert pages, "the cursor step printed no page"
     topped = next(a for a in answers if "payment_intent_id" in a)
     assert topped["status"] == "succeeded"
+    hook = next(a for a in answers if "endpoint_id" in a)  # the test delivery
+    assert hook["event"] == "webhook.test"
+    invoice = next(a for a in answers if "number" in a and "lines" in a)
+    assert invoice["number"].startswith("BF-") and invoice["status"] == "finalized"
+    assert (tmp_path / "invoice.pdf").read_bytes().startswith(b"%PDF")
