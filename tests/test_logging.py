@@ -4,8 +4,10 @@ organization, route, status, duration) and every background job one; no secret i
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,12 +27,16 @@ class Output:
     """What the process wrote to stderr (Billfold's log lines go through Litestar's queue
     handler, written by a listener thread: wait for them)."""
 
-    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
-        self.capfd = capfd
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The handlers are built when the app starts, on the sys.stderr of that moment: a buffer
+        # here. (pytest's capfd cannot be polled: each read truncates its file, and a line the
+        # listener thread writes between the read and the truncation is lost.)
+        self.buffer = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", self.buffer)
         self.text = ""
 
     def read(self) -> str:
-        self.text += self.capfd.readouterr().err
+        self.text = self.buffer.getvalue()
         return self.text
 
     def json_lines(self) -> list[dict[str, Any]]:
@@ -56,9 +62,9 @@ class Output:
             await asyncio.sleep(0.02)
 
 
-async def test_a_request_writes_one_json_line_with_its_fields_and_no_secret(make_state, capfd) -> None:
+async def test_a_request_writes_one_json_line_with_its_fields_and_no_secret(make_state, monkeypatch) -> None:
     state = make_state(JSON_LOGS)
-    out = Output(capfd)
+    out = Output(monkeypatch)
     try:
         async with open_client(state) as client:
             created = await client.post(
@@ -107,9 +113,9 @@ async def test_a_request_writes_one_json_line_with_its_fields_and_no_secret(make
         assert secret not in written, secret
 
 
-async def test_a_request_line_in_text_format_by_default(make_state, capfd) -> None:
+async def test_a_request_line_in_text_format_by_default(make_state, monkeypatch) -> None:
     state = make_state()
-    out = Output(capfd)
+    out = Output(monkeypatch)
     try:
         async with open_client(state) as client:
             response = await client.get(
@@ -126,9 +132,9 @@ async def test_a_request_line_in_text_format_by_default(make_state, capfd) -> No
     assert "sk_test_nope" not in out.text
 
 
-async def test_requests_lines_can_be_switched_off(make_state, capfd) -> None:
+async def test_requests_lines_can_be_switched_off(make_state, monkeypatch) -> None:
     state = make_state({"logging": {"format": "json", "requests": False}})
-    out = Output(capfd)
+    out = Output(monkeypatch)
     try:
         async with open_client(state) as client:
             refused = await client.get("/v1/billing/balance")
@@ -143,9 +149,9 @@ async def test_requests_lines_can_be_switched_off(make_state, capfd) -> None:
     assert len(errors) == 1 and errors[0]["logger"] == "billfold.api", lines
 
 
-async def test_a_background_job_writes_one_json_line(make_state, capfd) -> None:
+async def test_a_background_job_writes_one_json_line(make_state, monkeypatch) -> None:
     state = make_state(JSON_LOGS)
-    out = Output(capfd)
+    out = Output(monkeypatch)
     org_id = uuid.uuid4()
     ran: list[str] = []
 
