@@ -537,9 +537,11 @@ async def test_two_closers_at_once_number_every_invoice_once_without_gaps(
         first, second = await asyncio.gather(state.month_close.close(period), other.month_close.close(period))
     finally:
         await other.engine.dispose()
+    # Every organization closed once, by one closer or the other. (How the work splits is not
+    # fixed: walking the same list, the second closer often waits behind the first's uncommitted
+    # row at each organization and then finds it closed.)
     assert len(first.closed) + len(second.closed) == 8
-    if is_postgres:
-        assert first.closed and second.closed  # both really worked
+    assert not set(first.closed) & set(second.closed)
     year = clock.now().year
     assert [n for n, _, _ in await numbers(state)] == [f"BF-{year}-{k:06d}" for k in range(1, 9)]
     async with state.engine.connect() as conn:

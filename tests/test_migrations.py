@@ -35,7 +35,12 @@ def _differences(conn: Connection) -> list[Any]:
     SQLite does not round-trip some declared types through reflection (BINARY(16), the UUID
     storage, comes back as NUMERIC): there each column's declared DDL type is compared with the
     model's type compiled for SQLite instead, which is stricter than the reflected comparison."""
-    opts: dict[str, Any] = {"compare_type": True, "compare_server_default": True}
+    opts: dict[str, Any] = {
+        "compare_type": True,
+        "compare_server_default": True,
+        # the core's tables: the plugins' (and their version tables) are their own branches'
+        "include_name": lambda name, type_, _parent: type_ != "table" or name in metadata.tables,
+    }
     if conn.dialect.name == "sqlite":
         declared = _sqlite_declared_types(conn)
 
