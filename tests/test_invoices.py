@@ -58,6 +58,12 @@ def cli(config_file: Path, database_url: str, *args: str) -> subprocess.Complete
     return run_cli(*args, database_url=database_url, env={"BILLFOLD_CONFIG": str(config_file)})
 
 
+async def acli(config_file: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a thread: the test's event loop keeps running (a transaction of the app's that
+    was open when it blocked would hold SQLite's write lock until the CLI timed out)."""
+    return await asyncio.to_thread(cli, config_file, database_url, *args)
+
+
 def month_of(at: datetime.datetime) -> str:
     return f"{at.year:04d}-{at.month:02d}"
 
@@ -215,7 +221,7 @@ async def test_a_month_of_everything_reconciles_with_the_ledger(
     await post(
         client, f"/v1/usage/{open_send['usage_id']}/settle", {"outcome": "delivered"}, tenant.headers, 200
     )
-    closed = cli(config_file, database_url, "month", "close", "--period", period, "--json")
+    closed = await acli(config_file, database_url, "month", "close", "--period", period, "--json")
     assert closed.returncode == 0, closed.stderr
     assert tenant.org_id in closed.stdout
 
@@ -267,7 +273,7 @@ async def test_a_month_of_everything_reconciles_with_the_ledger(
     assert round(invoice["tax"] * 100) == tax and round(invoice["subtotal"] * 100) == total - tax
     assert invoice["tax_rate"] == "21"
 
-    verified = cli(config_file, database_url, "ledger", "verify")
+    verified = await acli(config_file, database_url, "ledger", "verify")
     assert verified.returncode == 0, verified.stderr
     assert await verify(state) == []
 
@@ -384,7 +390,7 @@ async def test_void_and_reissue_take_the_next_number(client, state, new_tenant, 
     period = month_of(clock.now())
     await move_to(state, next_month_start(clock.now()) + datetime.timedelta(hours=1))
     year = clock.now().year
-    first = cli(config_file, database_url, "month", "close", "--period", period)
+    first = await acli(config_file, database_url, "month", "close", "--period", period)
     assert first.returncode == 0, first.stderr
     assert [n for n, _, _ in await numbers(state)] == [f"BF-{year}-{k:06d}" for k in (1, 2, 3)]
     rerun = await state.month_close.close(period)
@@ -416,7 +422,7 @@ async def test_void_and_reissue_take_the_next_number(client, state, new_tenant, 
     await client.put(
         "/v1/billing/details", json={"legal_name": "Fixed Ltd", "vat_id": "BE0123"}, headers=victim.headers
     )
-    reissued = cli(
+    reissued = await acli(
         config_file,
         database_url,
         "month",
@@ -598,7 +604,7 @@ async def test_a_close_killed_mid_way_then_rerun_leaves_no_gap_and_no_duplicate(
     year = clock.now().year
     assert [n for n, _, _ in await numbers(state)] == [f"BF-{year}-000001", f"BF-{year}-000002"]
 
-    rerun = cli(config_file, database_url, "month", "close", "--period", period)
+    rerun = await acli(config_file, database_url, "month", "close", "--period", period)
     assert rerun.returncode == 0, rerun.stderr
     assert "closed 3 organization(s), 2 already closed" in rerun.stdout
     assert [n for n, _, _ in await numbers(state)] == [f"BF-{year}-{k:06d}" for k in range(1, 6)]
