@@ -885,11 +885,11 @@ def main() -> int:
         "BILLFOLD_WORKER_IN_PROCESS": args.worker_in_process,
     }
     port = free_port()
+    serve = [*console_script("billfold", "billfold.cli"), "serve"]
     billfold = Server(
         "billfold",
         [
-            *console_script("billfold", "billfold.cli"),
-            "serve",
+            *serve,
             "--host",
             "127.0.0.1",
             "--port",
@@ -901,40 +901,28 @@ def main() -> int:
         port,
         RESULTS / f"{stamp}-billfold.log",
     )
-    # The same Billfold with the tiers plugin switched off (same database): the usage phase runs
-    # on both, so the plugin's cost is measured in the same run.
-    no_tiers_config = run_dir / "billing-no-tiers.yaml"
-    no_tiers_text, switched = re.subn(
-        r"(\n  tiers:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
-    )
-    if not switched:
-        raise SystemExit("cannot find `plugins.tiers.enabled: true` in the config")
-    no_tiers_config.write_text(no_tiers_text)
-    port = free_port()
-    no_tiers = Server(
-        "billfold-no-tiers",
-        [*billfold.command[:-6], "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-        {**billfold_env, "BILLFOLD_CONFIG": str(no_tiers_config)},
-        port,
-        RESULTS / f"{stamp}-billfold-no-tiers.log",
-    )
-    # And with the alerts plugin switched off: the charge phases run on both (every funded
-    # organization has a webhook endpoint watching its balance levels).
-    no_alerts_config = run_dir / "billing-no-alerts.yaml"
-    no_alerts_text, switched = re.subn(
-        r"(\n  alerts:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
-    )
-    if not switched:
-        raise SystemExit("cannot find `plugins.alerts.enabled: true` in the config")
-    no_alerts_config.write_text(no_alerts_text)
-    port = free_port()
-    no_alerts = Server(
-        "billfold-no-alerts",
-        [*billfold.command[:-6], "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-        {**billfold_env, "BILLFOLD_CONFIG": str(no_alerts_config)},
-        port,
-        RESULTS / f"{stamp}-billfold-no-alerts.log",
-    )
+
+    def billfold_without(plugin: str) -> Server:
+        """The same Billfold on the same database with ``plugins.<plugin>.enabled: false``: its
+        phases run beside Billfold's, so the plugin's cost is measured in the same run."""
+        text, switched = re.subn(
+            rf"(\n  {plugin}:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
+        )
+        if not switched:
+            raise SystemExit(f"cannot find `plugins.{plugin}.enabled: true` in the config")
+        variant = run_dir / f"billing-no-{plugin}.yaml"
+        variant.write_text(text)
+        port = free_port()
+        return Server(
+            f"billfold-no-{plugin}",
+            [*serve, "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+            {**billfold_env, "BILLFOLD_CONFIG": str(variant)},
+            port,
+            RESULTS / f"{stamp}-billfold-no-{plugin}.log",
+        )
+
+    no_tiers = billfold_without("tiers")  # the single-event usage phase runs on both
+    no_alerts = billfold_without("alerts")  # the charge phases (an endpoint per funded organization)
     port = free_port()
     minimal = Server(
         "minimal",

@@ -390,36 +390,33 @@ class InvoiceService:
         sequence = await self._next_number(conn, series, year)
         invoice_id = new_id()
         number = f"{series}-{year:04d}-{sequence:06d}"
-        await conn.execute(
-            invoices.insert().values(
-                id=invoice_id,
-                org_id=org_id,
-                number=number,
-                series=series,
-                year=year,
-                sequence=sequence,
-                period=period,
-                period_start=start,
-                period_end=end,
-                currency=currency,
-                status="finalized",
-                opening_cents=moved.opening,
-                opening_reserved_cents=moved.opening_reserved,
-                payments_cents=payments,
-                adjustments_cents=adjustments,
-                refunds_cents=refunds,
-                closing_cents=moved.closing,
-                closing_reserved_cents=moved.closing_reserved,
-                subtotal_cents=total - tax,
-                tax_cents=tax,
-                total_cents=total,
-                tax_rate=tax_rate,
-                statement=statement,
-                customer=customer,
-                operator=operator,
-                issued_at=issued_at,
-            )
-        )
+        shown = {
+            "id": invoice_id,
+            "org_id": org_id,
+            "number": number,
+            "period": period,
+            "period_start": start,
+            "period_end": end,
+            "currency": currency,
+            "status": "finalized",
+            "opening_cents": moved.opening,
+            "opening_reserved_cents": moved.opening_reserved,
+            "payments_cents": payments,
+            "adjustments_cents": adjustments,
+            "refunds_cents": refunds,
+            "closing_cents": moved.closing,
+            "closing_reserved_cents": moved.closing_reserved,
+            "subtotal_cents": total - tax,
+            "tax_cents": tax,
+            "total_cents": total,
+            "tax_rate": tax_rate,
+            "statement": statement,
+            "customer": customer,
+            "operator": operator,
+            "issued_at": issued_at,
+        }
+        # the row written and the row answered are the same fields (plus the number's parts)
+        await conn.execute(invoices.insert().values(**shown, series=series, year=year, sequence=sequence))
         if found:
             await conn.execute(
                 lines.insert(), [{"invoice_id": invoice_id, **msgspec.structs.asdict(line)} for line in found]
@@ -438,34 +435,7 @@ class InvoiceService:
             },
             org_id=org_id,
         )
-        return InvoiceRow(
-            id=invoice_id,
-            org_id=org_id,
-            number=number,
-            period=period,
-            period_start=start,
-            period_end=end,
-            currency=currency,
-            status="finalized",
-            opening_cents=moved.opening,
-            opening_reserved_cents=moved.opening_reserved,
-            payments_cents=payments,
-            adjustments_cents=adjustments,
-            refunds_cents=refunds,
-            closing_cents=moved.closing,
-            closing_reserved_cents=moved.closing_reserved,
-            subtotal_cents=total - tax,
-            tax_cents=tax,
-            total_cents=total,
-            tax_rate=tax_rate,
-            statement=statement,
-            customer=customer,
-            operator=operator,
-            issued_at=issued_at,
-            voided_at=None,
-            void_reason=None,
-            lines=found,
-        )
+        return InvoiceRow(**shown, voided_at=None, void_reason=None, lines=found)
 
     async def _next_number(self, conn: AsyncConnection, series: str, year: int) -> int:
         """Take the next number of (series, year): the upsert locks the counter row until the
