@@ -43,7 +43,6 @@ def server(database_url: str, tmp_path: Path) -> Iterator[str]:
         "BILLFOLD_CONFIG": str(config),
         "BILLFOLD_DATABASE_URL": database_url,
         "BILLFOLD_ADMIN_API_KEY": ADMIN_KEY,
-        "BILLFOLD_SESSION_DIR": str(tmp_path / "sessions"),
     }
     env.pop("BILLFOLD_PLUGINS", None)
     port = _free_port()

@@ -77,10 +77,16 @@ def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
 def serve(host: str | None, port: int | None, workers: int | None, no_migrate: bool) -> None:
     """Apply migrations and serve the API (with the background worker in-process)."""
     from billfold.cli_support import migration_sources
+    from billfold.dashboard.security import SessionSecretError, share_session_secret
     from billfold.db.migrate import upgrade
     from billfold.reload import run_server
     from billfold.serve_summary import startup_summary
 
+    # one dashboard session secret for every worker, reloaded ones included (the workers inherit it)
+    try:
+        share_session_secret()
+    except SessionSecretError as exc:
+        raise click.ClickException(str(exc)) from None
     app = billfold()  # validates the config and every plugin section, or refuses to start
     applied = None
     if not no_migrate:

@@ -30,17 +30,16 @@ from billfold.dashboard.actions import (
 )
 from billfold.dashboard.render import SECURITY_HEADERS, STATIC, error_page, render_panel
 from billfold.dashboard.security import (
+    FLASH_CHARACTERS,
     LABEL_KEY,
     OPERATORS_STATE_KEY,
-    SESSION_STORE,
     Operators,
     SignInRequired,
     csrf_config,
     dashboard_actor,
     dashboard_guard,
-    new_session,
     session_config,
-    session_store,
+    signed_in,
 )
 from billfold.errors import BillfoldError, ValidationFailed
 
@@ -105,9 +104,7 @@ class SignIn(Controller):
         request: Request[Any, Any, Any],
         next_: Annotated[str | None, QueryParameter(name="next")] = None,
     ) -> Template | Redirect:
-        operators: Operators = request.app.state[OPERATORS_STATE_KEY]
-        session = request.scope.get("session")
-        if isinstance(session, dict) and await operators.live(session):
+        if await signed_in(request):
             return Redirect(_safe_next(next_))
         return _page(request, "sign_in.html", next=_safe_next(next_), error=None)
 
@@ -121,7 +118,6 @@ class SignIn(Controller):
         if session is None:
             request.clear_session()
             return _page(request, "sign_in.html", 401, next=next_, error="That is not an operator key.")
-        new_session(request)
         request.set_session(session)
         return Redirect(next_)
 
@@ -334,7 +330,7 @@ async def _submit(
             error=exc,
             status_code=exc.status_code,
         )
-    request.session["flash"] = message
+    request.session["flash"] = message[:FLASH_CHARACTERS]
     return Redirect(f"/dashboard/organizations/{org_id}")
 
 
@@ -372,7 +368,8 @@ def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Resp
 
 
 def dashboard_routers(billfold: Billfold) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
-    """The dashboard's routers, the app state they read and the session store."""
+    """The dashboard's routers, the app state they read and the stores they need (none: the
+    session is in its cookie)."""
     import os
 
     production = billfold.config.is_production
@@ -405,4 +402,4 @@ def dashboard_routers(billfold: Billfold) -> tuple[list[Any], dict[str, Any], di
         BILLFOLD_STATE_KEY: billfold,
         READS_STATE_KEY: queries.DashboardReads(billfold.db),
     }
-    return [pages, static], state, {SESSION_STORE: session_store()}
+    return [pages, static], state, {}
