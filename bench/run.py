@@ -14,7 +14,9 @@ What it does, all on 127.0.0.1:
   3. starts bench/minimal_app.py (bare Litestar + asyncpg debit) under uvicorn with the same workers,
      event loop and HTTP parser, against the same tables;
   4. in each round, for each scenario (charges spread over 1000 orgs, charges on one hot org; then,
-     Billfold only, one priced usage event per request and batches of 100 over the same 1000 orgs)
+     Billfold only, one priced usage event per request and batches of 100 over the same 1000 orgs;
+     charges again with the alerts plugin off, and with the request lines and /metrics off: the
+     served Billfold logs each request as a JSON line and keeps its metrics)
      and each server, interleaved: a warm-up, then a time-bounded closed-loop run with the same load
      generator and concurrency (`wrk` when installed, else bench/loadgen.py on aiohttp; always a
      separate process), recording the CPU used by the server, PostgreSQL, the load generator and
@@ -44,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,7 @@ TARGETS = {
     "batch": 10.0,
     "tiers": 0.8,
     "alerts": 0.9,
+    "observability": 0.95,
 }
 MINIMAL_WRITES = {
     "transaction": "BEGIN, UPDATE, INSERT, COMMIT",
@@ -652,6 +656,15 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{al[label]['ratio']:.2f} (target >= {TARGETS['alerts']:.1f}: "
                 f"{'PASS' if al[label]['ratio'] >= TARGETS['alerts'] else 'MISS'})"
             )
+    ob = report.get("observability") or {}
+    for label in ("spread", "hot"):
+        if label in ob:
+            print(
+                f"charges ({label}) with JSON request lines and /metrics: {ob[label]['with']:.0f}/s against "
+                f"{ob[label]['without']:.0f}/s with both off = {ob[label]['ratio']:.2f} "
+                f"(target >= {TARGETS['observability']:.2f}: "
+                f"{'PASS' if ob[label]['ratio'] >= TARGETS['observability'] else 'MISS'})"
+            )
     if "tiers_ratio" in u:
         print(
             f"POST /v1/usage with the tiers plugin: {u['events_per_s']:.0f} events/s against "
@@ -808,18 +821,27 @@ def build_report(
         usage["charges_per_s"] = charges["rps"]
         usage["ratio_to_charges"] = round(single["rps"] / charges["rps"], 3)
         usage["pass_single"] = usage["ratio_to_charges"] >= TARGETS["usage"]
-    alerts: dict[str, Any] = {}
-    compared = ((f"alerts_charges_{args.orgs}_orgs", "spread"), ("alerts_charges_hot_org", "hot"))
-    for scenario, label in compared:
-        on, off = by_key.get((scenario, "billfold")), by_key.get((scenario, "billfold-no-alerts"))
-        if on and off:
-            alerts[label] = {
-                "with": on["rps"],
-                "without": off["rps"],
-                "ratio": round(on["rps"] / off["rps"], 3),
-            }
-    if alerts:
-        alerts["pass"] = all(v["ratio"] >= TARGETS["alerts"] for v in alerts.values() if isinstance(v, dict))
+
+    def on_off(prefix: str, variant: str, target: float) -> dict[str, Any]:
+        """Charges with something on (the served Billfold) against off (``variant``), same run."""
+        compared: dict[str, Any] = {}
+        for scenario, label in (
+            (f"{prefix}_charges_{args.orgs}_orgs", "spread"),
+            (f"{prefix}_charges_hot_org", "hot"),
+        ):
+            on, off = by_key.get((scenario, "billfold")), by_key.get((scenario, variant))
+            if on and off:
+                compared[label] = {
+                    "with": on["rps"],
+                    "without": off["rps"],
+                    "ratio": round(on["rps"] / off["rps"], 3),
+                }
+        if compared:
+            compared["pass"] = all(v["ratio"] >= target for v in compared.values() if isinstance(v, dict))
+        return compared
+
+    alerts = on_off("alerts", "billfold-no-alerts", TARGETS["alerts"])
+    observability = on_off("observability", "billfold-quiet", TARGETS["observability"])
     plain = by_key.get((f"usage_{args.orgs}_orgs", "billfold-no-tiers"))
     if single and plain:
         usage["events_per_s_no_tiers"] = plain["rps"]
@@ -844,6 +866,7 @@ def build_report(
         "ratios": ratios,
         "usage": usage,
         "alerts": alerts,
+        "observability": observability,
         "balance": balance,
         "ledger_verify": verify,
         "phases": phases,
@@ -883,6 +906,8 @@ def main() -> int:
         "BILLFOLD_RATE_LIMIT": "100000000",
         "BILLFOLD_RATE_LIMIT_STORE": "memory",
         "BILLFOLD_WORKER_IN_PROCESS": args.worker_in_process,
+        # one JSON line per request, as production would log (billfold-quiet measures what it costs)
+        "BILLFOLD_LOG_FORMAT": "json",
     }
     port = free_port()
     serve = [*console_script("billfold", "billfold.cli"), "serve"]
@@ -902,27 +927,43 @@ def main() -> int:
         RESULTS / f"{stamp}-billfold.log",
     )
 
-    def billfold_without(plugin: str) -> Server:
-        """The same Billfold on the same database with ``plugins.<plugin>.enabled: false``: its
-        phases run beside Billfold's, so the plugin's cost is measured in the same run."""
-        text, switched = re.subn(
-            rf"(\n  {plugin}:[^\n]*\n    enabled: )true", r"\1false", config_path.read_text(), count=1
-        )
-        if not switched:
-            raise SystemExit(f"cannot find `plugins.{plugin}.enabled: true` in the config")
-        variant = run_dir / f"billing-no-{plugin}.yaml"
-        variant.write_text(text)
+    def billfold_variant(name: str, edit: Callable[[str], str]) -> Server:
+        """The same Billfold on the same database with its billing.yaml edited: its phases run
+        beside Billfold's, so what the edit switches off is measured in the same run."""
+        variant = run_dir / f"billing-{name}.yaml"
+        variant.write_text(edit(config_path.read_text()))
         port = free_port()
         return Server(
-            f"billfold-no-{plugin}",
+            f"billfold-{name}",
             [*serve, "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
             {**billfold_env, "BILLFOLD_CONFIG": str(variant)},
             port,
-            RESULTS / f"{stamp}-billfold-no-{plugin}.log",
+            RESULTS / f"{stamp}-billfold-{name}.log",
         )
+
+    def billfold_without(plugin: str) -> Server:
+        """Billfold with ``plugins.<plugin>.enabled: false``."""
+
+        def switch_off(text: str) -> str:
+            text, switched = re.subn(rf"(\n  {plugin}:[^\n]*\n    enabled: )true", r"\1false", text, count=1)
+            if not switched:
+                raise SystemExit(f"cannot find `plugins.{plugin}.enabled: true` in the config")
+            return text
+
+        return billfold_variant(f"no-{plugin}", switch_off)
+
+    def quiet(text: str) -> str:
+        """No request lines and no metrics (the served Billfold has both, its lines in JSON)."""
+        text, switched = re.subn(r"(\n  requests: )true", r"\1false", text, count=1)
+        if not switched or "\nmetrics:" in text:
+            raise SystemExit(
+                "cannot find `logging.requests: true` (or metrics: is already set) in the config"
+            )
+        return text + "\nmetrics:\n  enabled: false\n"
 
     no_tiers = billfold_without("tiers")  # the single-event usage phase runs on both
     no_alerts = billfold_without("alerts")  # the charge phases (an endpoint per funded organization)
+    no_observability = billfold_variant("quiet", quiet)  # the charge phases, logs and metrics off
     port = free_port()
     minimal = Server(
         "minimal",
@@ -1036,6 +1077,21 @@ def main() -> int:
                         )
                     )
             no_alerts.stop()
+            # The same charges with the request lines and /metrics off.
+            no_observability.start()
+            for rnd in range(1, args.rounds + 1):
+                for scenario, server, keys in [
+                    (f"observability_{spread}", billfold, charge["spread"]),
+                    (f"observability_{spread}", no_observability, charge["spread"]),
+                    ("observability_charges_hot_org", billfold, charge["hot-billfold"]),
+                    ("observability_charges_hot_org", no_observability, charge["hot-billfold"]),
+                ]:
+                    phases.append(
+                        bench.measure(
+                            scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
+                        )
+                    )
+            no_observability.stop()
             # Priced usage, in the same run after the charge rounds (run between them, its writes
             # and the autovacuum they start slowed the next charge rounds by about 10 %): one
             # event per request, and batches of 100.
@@ -1155,7 +1211,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        for server in (minimal, no_tiers, no_alerts, billfold):
+        for server in (minimal, no_tiers, no_alerts, no_observability, billfold):
             try:
                 server.stop()
             except Exception as exc:  # keep cleaning up
