@@ -24,7 +24,7 @@ import httpx
 import msgspec
 from sqlalchemy import select, update
 
-from billfold_alerts import destinations, signing
+from billfold_alerts import destinations, metrics, signing
 from billfold_alerts.config import AlertsConfig
 from billfold_alerts.store import DeliveryRow, deliveries, disable_gone, endpoints, utcnow
 
@@ -202,9 +202,9 @@ class Dispatcher:
         )
 
     async def attempt(self, claimed: Claimed) -> Outcome:
-        """One attempt of a claimed delivery, and its outcome written."""
+        """One attempt of a claimed delivery, its outcome written and counted."""
         outcome = await self.send(claimed)
-        await self.record(claimed, outcome)
+        metrics.count(await self.record(claimed, outcome))
         return outcome
 
     async def send(self, claimed: Claimed) -> Outcome:
@@ -248,18 +248,23 @@ class Dispatcher:
         base = self.config.retry_schedule_seconds[attempts - 1]
         return max(0.0, base * (1 + random.uniform(-self.config.jitter, self.config.jitter)))
 
-    async def record(self, claimed: Claimed, outcome: Outcome) -> None:
+    async def record(self, claimed: Claimed, outcome: Outcome) -> metrics.Outcome:
+        """Write an attempt's outcome; returns what became of the delivery."""
         now = utcnow()
         values: dict[str, Any] = {"updated_at": now, "last_error": outcome.error}
         gone = outcome.status_code == 410
+        result: metrics.Outcome
         if outcome.delivered:
             values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+            result = "delivered"
         else:
             delay = None if gone else self.delay(claimed.attempts, outcome)
             if delay is None:
                 values.update(status="failed", next_attempt_at=None)
+                result = "gone" if gone else "failed"
             else:
                 values.update(next_attempt_at=now + datetime.timedelta(seconds=delay))
+                result = "retrying"
         async with self.state.db.transaction() as conn:
             stmt = select(deliveries.c.attempts, deliveries.c.status_codes, deliveries.c.status).where(
                 deliveries.c.id == claimed.id
@@ -268,8 +273,9 @@ class Dispatcher:
                 stmt = stmt.with_for_update()
             current = (await conn.execute(stmt)).first()
             if current is None or current.attempts != claimed.attempts or current.status != "pending":
-                return  # deleted, or claimed again after this attempt's lease ended
+                return "superseded"  # deleted, or claimed again after this attempt's lease ended
             values["status_codes"] = [*(current.status_codes or []), outcome.status_code]
             await conn.execute(update(deliveries).where(deliveries.c.id == claimed.id).values(**values))
             if gone:
                 await disable_gone(conn, claimed.endpoint_id)
+        return result

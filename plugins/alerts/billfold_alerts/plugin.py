@@ -22,7 +22,16 @@ from billfold_alerts.config import AlertsConfig
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from billfold import AccountRow, Direction, DomainEvent, EntryRow, OrgRow, PluginState
+    from billfold import (
+        AccountRow,
+        DashboardPanel,
+        Direction,
+        DomainEvent,
+        EntryRow,
+        MetricsSource,
+        OrgRow,
+        PluginState,
+    )
     from billfold_alerts.delivery import Dispatcher
 
 NAME = "alerts"
@@ -163,6 +172,24 @@ async def billfold_domain_event(conn: AsyncConnection, event: DomainEvent, state
         currency = (await state.ledger.account(event.org_id, conn=conn)).currency
     data = ev.domain_data(event.type, event.payload, currency, _units(state, currency))
     await store.queue(conn, event.org_id, event.type, data, targets)
+
+
+@hookimpl
+async def billfold_dashboard_panels(org_id: uuid.UUID, state: PluginState) -> list[DashboardPanel]:
+    """The organization page's "Webhooks" panel: endpoints and recent deliveries; disable or
+    enable an endpoint, replay a delivery."""
+    from billfold_alerts.dashboard import alerts_panel
+
+    return await alerts_panel(org_id, state)
+
+
+@hookimpl
+def billfold_metrics(state: PluginState) -> list[MetricsSource]:
+    """Delivery attempts by outcome (a Counter, counted as each attempt ends) and the queue's
+    depth and backlog, read at each scrape."""
+    from billfold_alerts import metrics
+
+    return [metrics.DELIVERIES, metrics.queue_reader(state)]
 
 
 @hookimpl

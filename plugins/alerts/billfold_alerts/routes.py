@@ -91,7 +91,8 @@ class EndpointOut(msgspec.Struct):
     status: str
     """enabled | disabled"""
     disabled_reason: str | None
-    """``gone`` when the receiver answered 410; null when a tenant disabled it or it is enabled."""
+    """``gone`` when the receiver answered 410, ``operator`` when the operator disabled it from the
+    dashboard; null when a tenant disabled it or it is enabled."""
     description: str
     previous_secret_expires_at: datetime.datetime | None
     """While set and in the future, deliveries are signed with the old secret too."""
@@ -336,11 +337,9 @@ def routes(state: PluginState, dispatcher: Dispatcher) -> list[Any]:
             if not isinstance(data.description, msgspec.UnsetType):
                 values["description"] = data.description
             async with state.db.transaction() as conn:
-                await state.ledger.lock(conn, org.org_id)
-                row = await store.update_endpoint(
-                    conn, org.org_id, parse_id(webhook_id, "webhook_not_found"), **values
+                row = await store.change_endpoint(
+                    conn, state.ledger, org.org_id, parse_id(webhook_id, "webhook_not_found"), **values
                 )
-                await refresh(conn, org.org_id)
             return endpoint_out(row)
 
         @delete(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import Table, delete, func, select, update
@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billfold import Conflict, NotFound, Unprocessable
 from billfold_alerts import events as ev
 from billfold_alerts.models import AlertSettings, Delivery, Endpoint
+
+if TYPE_CHECKING:
+    from billfold import LedgerService
 
 endpoints: Table = Endpoint.__table__  # type: ignore[assignment]
 settings: Table = AlertSettings.__table__  # type: ignore[assignment]
@@ -162,6 +165,18 @@ async def update_endpoint(
     return await get_endpoint(conn, org_id, endpoint_id)
 
 
+async def change_endpoint(
+    conn: AsyncConnection, ledger: LedgerService, org_id: uuid.UUID, endpoint_id: uuid.UUID, **values: Any
+) -> EndpointRow:
+    """Change an endpoint (its url, events, status...) and let the account learn the levels to
+    watch again (none while no enabled endpoint watches the balance). The account row is locked
+    first, the order every writer of the organization's rows takes."""
+    await ledger.lock(conn, org_id)
+    row = await update_endpoint(conn, org_id, endpoint_id, **values)
+    await ledger.refresh_levels(org_id, conn=conn)
+    return row
+
+
 async def delete_endpoint(conn: AsyncConnection, org_id: uuid.UUID, endpoint_id: uuid.UUID) -> None:
     await get_endpoint(conn, org_id, endpoint_id, lock=True)
     await conn.execute(delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
@@ -289,11 +304,18 @@ async def get_delivery(conn: AsyncConnection, org_id: uuid.UUID, delivery_id: uu
 
 
 async def list_deliveries(
-    conn: AsyncConnection, org_id: uuid.UUID, endpoint_id: uuid.UUID, *, limit: int, status: str | None
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None,
+    *,
+    limit: int,
+    status: str | None = None,
 ) -> list[DeliveryRow]:
-    stmt = select(*DELIVERY_COLUMNS).where(
-        deliveries.c.org_id == org_id, deliveries.c.endpoint_id == endpoint_id
-    )
+    """The newest deliveries of one endpoint (``endpoint_id`` None: of every endpoint of the
+    organization)."""
+    stmt = select(*DELIVERY_COLUMNS).where(deliveries.c.org_id == org_id)
+    if endpoint_id is not None:
+        stmt = stmt.where(deliveries.c.endpoint_id == endpoint_id)
     if status is not None:
         stmt = stmt.where(deliveries.c.status == status)
     rows = await conn.execute(
