@@ -14,6 +14,7 @@ import datetime
 import uuid
 from collections.abc import Mapping
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import cast
 
 from advanced_alchemy.types import GUID
 from sqlalchemy import bindparam, select, text
@@ -72,16 +73,33 @@ _CARRY_SET = text(
 """Constant statements (built and compiled once: they run for every usage event)."""
 
 
+UNREAD = object()
+"""``carried`` not read by the caller: :func:`carry_charge` reads it."""
+
+
 async def carry_charge(
-    conn: AsyncConnection, org_id: uuid.UUID, channel: str, currency: str, exact: Decimal
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    channel: str,
+    currency: str,
+    exact: Decimal,
+    *,
+    carried: tuple[str, int] | object | None = UNREAD,
 ) -> int:
     """Add ``exact`` (units x price) to the carried total and return the whole minor units to charge
     for it now: round(total after) - round(total before). The caller holds the account lock (every
-    usage write of an organization takes it first), so the read and the write are one step."""
+    usage write of an organization takes it first), so the read and the write are one step.
+    ``carried`` is the row's (exact_total, charged_cents), or None for no row, when the caller read
+    it already (the usage write reads it with the account lock, in the same statement)."""
     key = {"org_id": org_id, "channel": channel, "currency": currency}
-    row = (await conn.execute(_CARRY, key)).first()
-    total = exact if row is None else Decimal(row.exact_total) + exact
-    charged = 0 if row is None else row.charged_cents
+    if carried is UNREAD:
+        row = (await conn.execute(_CARRY, key)).first()
+        carried = None if row is None else (row.exact_total, row.charged_cents)
+    if carried is None:
+        total, charged = exact, 0
+    else:
+        before, charged = cast("tuple[str, int]", carried)
+        total = Decimal(before) + exact
     charge = rounded(total) - charged
     await conn.execute(_CARRY_SET, {**key, "exact_total": str(total), "charged": charged + charge})
     return charge
