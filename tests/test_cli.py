@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from billfold.api.app import Billfold
 from billfold.config import load_config_text
-from conftest import config_text, open_client, run_cli
+from conftest import ROOT, config_text, open_client, run_cli
 
 
 @pytest.fixture
@@ -119,6 +122,58 @@ async def test_production_keys_are_live_keys(migrated_db):
     )
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["api_key"].startswith("sk_live_")
+
+
+_IMPORT_PROBE = """
+import json, sys
+from billfold.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+_SERVING_LIBRARIES = (
+    "alembic",
+    "asyncpg",
+    "httpx",
+    "jinja2",
+    "prometheus_client",
+    "redis",
+    "reportlab",
+    "stripe",
+    "uvicorn",
+)
+
+
+async def test_orgs_create_imports_no_http_layer(migrated_db):
+    """`billfold orgs create` loads what it runs and not what serving needs: no route module (the
+    core's or a plugin's), no dashboard, no PostgreSQL driver on SQLite, no Alembic on a migrated
+    database, no PDF, metrics, HTTP client, server or Stripe library. Litestar itself is loaded:
+    advanced-alchemy, which the models are built on, imports it."""
+    _, url = migrated_db
+    environ = {**os.environ, "BILLFOLD_DATABASE_URL": url, "BILLFOLD_CONFIG": "config/billing.yaml"}
+    environ.pop("BILLFOLD_PLUGINS", None)
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _IMPORT_PROBE, "orgs", "create", "--name", "Lean", "--json"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    created, modules = ran.stdout.splitlines()[-2:]
+    assert json.loads(created)["name"] == "Lean"
+    loaded = set(json.loads(modules))
+    assert {"billfold.orgs.service", "billfold_tiers.plugin", "billfold_alerts.plugin"} <= loaded
+    unwanted = sorted(
+        name
+        for name in loaded
+        if name.split(".")[0] in _SERVING_LIBRARIES
+        or name.startswith(("billfold.dashboard", "billfold.metrics", "billfold_alerts.delivery"))
+        or (name.startswith("billfold") and name.rpartition(".")[2].startswith("routes"))
+    )
+    assert unwanted == []
 
 
 async def test_errors_are_reported_without_tracebacks(migrated_db):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from billfold.audit.commands import audit_command, cli_actor, operator_keys
-from billfold.cli_support import LazyState, billfold, run_command
+from billfold.cli_support import LazyState, billfold, long_lived, run_command
 from billfold.config import ConfigError, load_config
 from billfold.config.loader import default_config_path
 
@@ -37,7 +37,8 @@ class BillfoldGroup(click.Group):
         try:
             from billfold.plugins import create_plugin_manager
 
-            pm = create_plugin_manager()
+            with long_lived():
+                pm = create_plugin_manager()
         except Exception as exc:  # a broken plugin must not take the core's commands down
             click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
             return

@@ -8,7 +8,9 @@ database file just works), on PostgreSQL missing migrations are refused in one l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import gc
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -29,13 +31,32 @@ def billfold() -> Billfold:
     """The Billfold of this command (built and checked on first use)."""
     global _built
     if _built is None:
-        from billfold.api.app import build
+        with long_lived():
+            from billfold.api.app import build
 
-        try:
-            _built = build()
-        except ConfigError as exc:
-            raise click.ClickException(f"invalid configuration: {exc}") from None
+            try:
+                _built = build()
+            except ConfigError as exc:
+                raise click.ClickException(f"invalid configuration: {exc}") from None
     return _built
+
+
+@contextlib.contextmanager
+def long_lived() -> Iterator[None]:
+    """Run a command's start-up (imports, the build) with the cyclic garbage collector off, then
+    freeze what it made: it lives until the command exits.
+
+    Start-up makes some 170,000 objects that stay, and little garbage (about 1,200 objects, 0.2 MB).
+    Collecting while they are made walks them again and again, and the collections the interpreter
+    runs at exit walk them once more: 0.1 s and 0.27 s of CPU of a 1.1 s ``billfold orgs create``.
+    Frozen (``gc.freeze``), later collections and the exit skip them.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def migration_sources(app: Billfold) -> list[Source]:

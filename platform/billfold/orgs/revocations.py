@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billfold.orgs.keys import KeyCache
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger("billfold.revocations")
 
@@ -103,6 +105,9 @@ class RevocationListener:
         return None
 
     async def _connect(self) -> None:
+        # Only a PostgreSQL server listens: SQLite and the command line never load asyncpg (15 ms).
+        import asyncpg
+
         args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
         for name in _SQLALCHEMY_ONLY:
             kwargs.pop(name, None)

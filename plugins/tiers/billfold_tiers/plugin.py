@@ -12,34 +12,15 @@ import datetime
 import json
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import click
 import msgspec
-from litestar import Controller, delete, get, put
-from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold import (
-    AuditActor,
-    MigrationSource,
-    OrgScope,
-    PriceQuote,
-    ShortText,
-    StartupError,
-    hookimpl,
-    now,
-    operator_guard,
-    record_audit,
-    responses,
-    run_command,
-)
+from billfold import MigrationSource, PriceQuote, StartupError, hookimpl, now, run_command
 from billfold_tiers.config import TiersConfig
 from billfold_tiers.service import Tiers, month_of
-
-FAMILY_004 = {"family": "004"}
-"""Errors of the tenant route take document 004's envelope, like the core's 004 routes."""
 
 
 @hookimpl
@@ -136,7 +117,7 @@ async def billfold_dashboard_panels(org_id: uuid.UUID, state: Any) -> list[Any]:
     return await tiers_panel(org_id, state)
 
 
-# -- routes ---------------------------------------------------------------------------------------
+# -- what the route and the command answer ----------------------------------------------------------
 
 
 class Tier(msgspec.Struct):
@@ -158,13 +139,8 @@ class TierList(msgspec.Struct):
     tiers: list[Tier]
 
 
-class PinIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    step: ShortText
-    until: datetime.datetime | None = None
-    reason: ShortText = ""
-
-
-async def _tiers(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList:
+async def tier_list(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList:
+    """One channel's tier object this month, or every tiered channel's."""
     tiers = Tiers(state)
     wanted = [channel] if channel is not None else list(tiers.config.channels)
     month = month_of(now())
@@ -175,128 +151,11 @@ async def _tiers(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList
     return TierList(tiers=[msgspec.convert(o, Tier) for o in objects])
 
 
-def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=datetime.UTC)
-    return value
-
-
-CHANNEL_QUERY = QueryParameter(
-    description="One channel's tier (every tiered channel when absent)", max_length=64
-)
-
-
 @hookimpl
 def billfold_routes(state: Any) -> list[Any]:
-    @get(
-        "/v1/billing/tier",
-        operation_id="GetTier",
-        tags=["billing (004)"],
-        summary="The volume tier of each channel this month",
-        description=(
-            "Per tiered channel: the step in force, how it was qualified (volume, retained, manual, "
-            "default), the month's counted units, the next step and its threshold, and the downgrade "
-            "counter (closed months in a row below the step's threshold)."
-        ),
-        opt=FAMILY_004,
-        responses=responses(family="004"),
-    )
-    async def tier(
-        org: NamedDependency[OrgScope], channel: Annotated[str | None, CHANNEL_QUERY] = None
-    ) -> TierList:
-        return await _tiers(state, org.org_id, channel)
+    from billfold_tiers.routes import routes
 
-    class TierAdmin(Controller):
-        path = "/v1/admin/organizations/{org_id:uuid}/tiers"
-        tags = ["operator: tiers"]
-        guards = [operator_guard]
-
-        @get(
-            "/",
-            operation_id="AdminGetTiers",
-            summary="An organization's volume tiers this month",
-            description="Every tiered channel's tier object this UTC month (as GET /v1/billing/tier).",
-            responses=responses(404),
-        )
-        async def show(self, org_id: FromPath[uuid.UUID]) -> TierList:
-            await state.orgs.get(org_id)
-            return await _tiers(state, org_id, None)
-
-        @put(
-            "/{channel:str}/pin",
-            operation_id="AdminPinTier",
-            summary="Pin a channel's step (optionally until a date): never moved automatically",
-            description=(
-                "Body `{step, until?, reason?}`: the organization is on `step` from now on, qualification "
-                "source `manual`; low months do not move it down and volume does not move it up until it "
-                "is unpinned or `until` passes (then the step stays and the volume rules apply). Emits "
-                "`tier.changed`. 400 `unknown_step` for a step the channel's ladder does not have."
-            ),
-            responses=responses(404, body=True),
-        )
-        async def pin(
-            self,
-            org_id: FromPath[uuid.UUID],
-            channel: FromPath[str],
-            data: JSONBody[PinIn],
-            audit_actor: NamedDependency[AuditActor],
-        ) -> Tier:
-            tiers = Tiers(state)
-            month = month_of(now())
-            async with state.db.transaction() as conn:
-                await state.orgs.get(org_id, conn=conn)
-                before = await tiers.tier(conn, org_id, channel, month) if tiers.ladder(channel) else None
-                await tiers.pin(conn, org_id, channel, data.step, _aware(data.until), data.reason)
-                tier = await tiers.tier(conn, org_id, channel, month)
-                await record_audit(
-                    conn,
-                    audit_actor,
-                    "tier.pinned",
-                    org_id=org_id,
-                    target=channel,
-                    before=before,
-                    after=tier,
-                    reason=data.reason or None,
-                )
-            return msgspec.convert(tier, Tier)
-
-        @delete(
-            "/{channel:str}/pin",
-            operation_id="AdminUnpinTier",
-            summary="Unpin a channel's step: from now on it is qualified by volume again",
-            description=(
-                "The step stays; its source becomes `volume` (the month reached its threshold), `retained` "
-                "or `default`, and the downgrade counter runs from the next close. 404 `not_pinned` when "
-                "the channel is not pinned."
-            ),
-            status_code=200,
-            responses=responses(404),
-        )
-        async def unpin(
-            self,
-            org_id: FromPath[uuid.UUID],
-            channel: FromPath[str],
-            audit_actor: NamedDependency[AuditActor],
-        ) -> Tier:
-            tiers = Tiers(state)
-            month = month_of(now())
-            async with state.db.transaction() as conn:
-                await state.orgs.get(org_id, conn=conn)
-                before = await tiers.tier(conn, org_id, channel, month) if tiers.ladder(channel) else None
-                await tiers.unpin(conn, org_id, channel)
-                tier = await tiers.tier(conn, org_id, channel, month)
-                await record_audit(
-                    conn,
-                    audit_actor,
-                    "tier.unpinned",
-                    org_id=org_id,
-                    target=channel,
-                    before=before,
-                    after=tier,
-                )
-            return msgspec.convert(tier, Tier)
-
-    return [tier, TierAdmin]
+    return routes(state)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -316,7 +175,7 @@ def billfold_register_commands(cli: click.Group, state: Any) -> None:
 
         async def load() -> TierList:
             await state.orgs.get(org_id)
-            return await _tiers(state, org_id, None)
+            return await tier_list(state, org_id, None)
 
         listed = run_command(load())
         if as_json:
