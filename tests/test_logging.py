@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -17,15 +18,15 @@ import pytest
 
 from billfold.events.outbox import emit
 from billfold.hookspecs import WorkerTask
-from billfold.logs import JsonFormatter, redact
+from billfold.logs import JsonFormatter, LineWriter, redact
 from conftest import ADMIN, ADMIN_KEY, open_client
 
 JSON_LOGS = {"logging": {"format": "json"}}
 
 
 class Output:
-    """What the process wrote to stderr (Billfold's log lines go through Litestar's queue
-    handler, written by a listener thread: wait for them)."""
+    """What the process wrote to stderr (Billfold's log lines are written by threads: Litestar's
+    queue listener, and the request lines' writer, in batches: wait for them)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # The handlers are built when the app starts, on the sys.stderr of that moment: a buffer
@@ -199,3 +200,133 @@ def test_secrets_are_masked_in_any_message() -> None:
     )
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "stripe said rk_live_***" and line["level"] == "error"
+
+
+REQUEST_KEYS = [
+    "time",
+    "level",
+    "logger",
+    "message",
+    "event",
+    "tracking_id",
+    "organization_id",
+    "method",
+    "route",
+    "status",
+    "duration_ms",
+    "code",
+]
+
+
+async def test_request_lines_under_load_all_arrive_whole_and_once(make_state, monkeypatch) -> None:
+    # Lines are written only in batches of 16 (never on a timer) and at shutdown.
+    monkeypatch.setattr(LineWriter, "batch", 16)
+    monkeypatch.setattr(LineWriter, "interval", 3600.0)
+    state = make_state(JSON_LOGS)
+    out = Output(monkeypatch)
+    requests = 500
+    try:
+        async with open_client(state) as client:
+            answers = await asyncio.gather(*(client.get("/v1/billing/balance") for _ in range(requests)))
+            assert {answer.status_code for answer in answers} == {401}
+            # Full batches are written while the app runs; at most one partial batch waits.
+            before_shutdown = await out.wait_for(
+                lambda line: line.get("event") == "request", count=requests - 15
+            )
+            assert requests - 15 <= len(before_shutdown) <= requests
+    finally:
+        await state.engine.dispose()
+
+    lines = [line for line in out.json_lines() if line.get("event") == "request"]
+    sent = sorted(answer.headers["X-Tracking-Id"] for answer in answers)
+    assert sorted(line["tracking_id"] for line in lines) == sent  # every one, once
+    assert len(set(sent)) == requests
+    for line in lines:
+        assert list(line) == REQUEST_KEYS, line
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"]), line
+        assert line["level"] == "info" and line["logger"] == "billfold.access"
+        assert line["status"] == 401 and line["code"] == "missing_api_key"
+        assert line["message"] == f"GET /v1/billing/balance 401 missing_api_key {line['duration_ms']:.1f} ms"
+    # Nothing but whole lines: each one is a JSON object.
+    assert all(raw.startswith("{") and raw.endswith("}") for raw in out.text.splitlines() if raw)
+
+
+async def test_request_lines_waiting_are_written_at_shutdown(make_state, monkeypatch) -> None:
+    monkeypatch.setattr(LineWriter, "interval", 3600.0)  # no timed write: the shutdown writes
+    state = make_state()
+    out = Output(monkeypatch)
+    try:
+        async with open_client(state) as client:
+            refused = await client.get("/v1/billing/balance", headers={"Authorization": "Bearer nope"})
+            assert refused.status_code == 401
+            await asyncio.sleep(0.3)
+            assert "billfold.access" not in out.read()  # waiting in the writer
+    finally:
+        await state.engine.dispose()
+    lines = [line for line in out.read().splitlines() if "billfold.access" in line]
+    assert len(lines) == 1, out.text
+    assert re.fullmatch(
+        r"INFO - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - billfold\.access - "
+        r"GET /v1/billing/balance 401 invalid_api_key \d+\.\d ms",
+        lines[0],
+    ), lines[0]
+
+
+async def test_request_lines_respect_the_level(make_state, monkeypatch) -> None:
+    state = make_state({"logging": {"format": "json", "level": "warning"}})
+    out = Output(monkeypatch)
+    try:
+        async with open_client(state) as client:
+            for _ in range(3):
+                refused = await client.get("/v1/billing/balance")
+                assert refused.status_code == 401
+            logging.getLogger("billfold.api").warning("probe after the requests")
+            await out.wait_for_text("probe after the requests")
+    finally:
+        await state.engine.dispose()
+    lines = out.json_lines()
+    assert [line["message"] for line in lines] == ["probe after the requests"], lines
+
+
+async def test_an_organization_named_in_the_path_is_masked_like_a_secret(make_state, monkeypatch) -> None:
+    state = make_state(JSON_LOGS)
+    out = Output(monkeypatch)
+    try:
+        async with open_client(state) as client:
+            refused = await client.get(
+                "/v1/billing/sk_test_pathsecret42/credits", headers={"Authorization": "Bearer nope"}
+            )
+            assert refused.status_code == 401
+            [line] = await out.wait_for(lambda line: line.get("event") == "request")
+    finally:
+        await state.engine.dispose()
+    assert line["route"] == "/v1/billing/{organization_id}/credits"
+    assert line["organization_id"] == "sk_test_***"
+    assert "pathsecret42" not in out.read()
+
+
+async def test_a_filter_on_the_access_logger_gets_each_request_record(make_state, monkeypatch) -> None:
+    """With a filter, lines go through LogRecords (the filter sees them), in the same shape."""
+    state = make_state(JSON_LOGS)
+    out = Output(monkeypatch)
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    access = logging.getLogger("billfold.access")
+    try:
+        async with open_client(state) as client:
+            access.addFilter(keep)
+            try:
+                refused = await client.get("/v1/billing/balance")
+            finally:
+                access.removeFilter(keep)
+            assert refused.status_code == 401
+            [line] = await out.wait_for(lambda line: line.get("event") == "request")
+    finally:
+        await state.engine.dispose()
+    assert [record.__dict__["fields"]["tracking_id"] for record in seen] == [refused.headers["X-Tracking-Id"]]
+    assert list(line) == REQUEST_KEYS and line["tracking_id"] == refused.headers["X-Tracking-Id"]
+    assert line["message"] == f"GET /v1/billing/balance 401 missing_api_key {line['duration_ms']:.1f} ms"

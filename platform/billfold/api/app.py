@@ -593,13 +593,15 @@ class BillfoldPlugin(InitPluginProtocol):
         )
 
     def _configure_logging(self, app_config: AppConfig) -> None:
-        from billfold.logs import AccessLog, litestar_logging_config
+        from billfold.logs import AccessLog, flush_request_lines, litestar_logging_config
 
         logs = self.billfold.config.logging
         app_config.logging_config = litestar_logging_config(logs)
         if logs.requests:
             # Outermost: the line covers the rate limiter's answers too.
             app_config.middleware.insert(0, AccessLog())
+            # At shutdown, after the lifespans: the lines written in batches are out before the end.
+            app_config.on_shutdown.append(flush_request_lines)
 
     def _configure_metrics(self, app_config: AppConfig) -> None:
         # After the logging: the metrics middleware goes first (outermost).
