@@ -524,11 +524,10 @@ class BillfoldPlugin(InitPluginProtocol):
         from billfold.dashboard.render import template_config
         from billfold.dashboard.routes import dashboard_routers
 
-        routers, state, stores = dashboard_routers(self.billfold)
+        routers, state = dashboard_routers(self.billfold)
         app_config.route_handlers.extend(routers)
         app_config.template_config = template_config()
         app_config.state.update(state)
-        app_config.stores = {**dict(app_config.stores or {}), **stores}  # type: ignore[arg-type]
 
     def _configure_dependencies(self, app_config: AppConfig) -> None:
         app_config.dependencies.update(self.billfold.dependencies())

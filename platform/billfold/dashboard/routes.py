@@ -367,9 +367,9 @@ def _billfold_error(request: Request[Any, Any, Any], exc: BillfoldError) -> Resp
 # -- mounting -------------------------------------------------------------------------------------------
 
 
-def dashboard_routers(billfold: Billfold) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
-    """The dashboard's routers, the app state they read and the stores they need (none: the
-    session is in its cookie)."""
+def dashboard_routers(billfold: Billfold) -> tuple[list[Any], dict[str, Any]]:
+    """The dashboard's routers and the app state they read (no store: the session is in its
+    cookie)."""
     import os
 
     production = billfold.config.is_production
@@ -402,4 +402,4 @@ def dashboard_routers(billfold: Billfold) -> tuple[list[Any], dict[str, Any], di
         BILLFOLD_STATE_KEY: billfold,
         READS_STATE_KEY: queries.DashboardReads(billfold.db),
     }
-    return [pages, static], state, {}
+    return [pages, static], state
