@@ -86,6 +86,23 @@ _LOCK_POSTGRES = _LOCK.with_for_update()
 """Built once: every usage event takes the account lock first."""
 
 
+_MOVE_ACCOUNT = (
+    update(accounts)
+    .where(accounts.c.org_id == bindparam("account"))
+    .values(
+        free_cents=accounts.c.free_cents + bindparam("free_delta"),
+        reserved_cents=accounts.c.reserved_cents + bindparam("reserved_delta"),
+        entry_count=accounts.c.entry_count + bindparam("count"),
+        updated_at=bindparam("at"),
+    )
+    .returning(*ACCOUNT_COLUMNS)
+)
+_INSERT_ENTRIES = entries.insert().returning(entries.c.reference, entries.c.id)
+"""Several entries at once (:meth:`LedgerService.post_many`), their ids by their references: one
+statement on both databases (asking for the ids in the order given,
+``sort_by_parameter_order=True``, made SQLAlchemy write one row per statement on SQLite)."""
+
+
 class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     """The fields of an entry about to be written (its id and running balances come from the write)."""
 
@@ -281,6 +298,89 @@ class LedgerService:
         if self._may_cross(entry.free_delta, account):
             posted = await self._crossed(conn, posted, entry.free_delta)
         return posted
+
+    async def post_many(
+        self, conn: AsyncConnection, account: AccountRow, entries: list[NewEntry], *, require_funds: bool
+    ) -> list[Posted]:
+        """Write ``entries`` of one organization, in order, in the caller's transaction, which holds
+        the account lock (``account`` is the row as that lock read it): one UPDATE of the account
+        and one INSERT of the entries, their running balances computed here. An entry that reaches a
+        watched level is posted on its own (:meth:`post` calls ``billfold_balance_crossed``), the
+        runs before and after it at once. PaymentRequired when ``require_funds`` and the free
+        balance (plus overage) would run short at any entry, before anything is written. Each entry
+        has its own ``reference`` (the ids come back by reference)."""
+        references = {entry.reference for entry in entries}
+        if None in references or len(references) != len(entries):
+            raise ValueError("post_many needs a distinct reference on every entry")
+        free = account.free_cents
+        for entry in entries:
+            free += entry.free_delta
+            if require_funds and entry.free_delta < 0 and free < -account.overage_limit_cents:
+                raise await self._refusal(conn, entry.org_id, entry.free_delta)
+        posted: list[Posted] = []
+        run: list[NewEntry] = []
+        free, reserved = account.free_cents, account.reserved_cents
+        for entry in entries:
+            free += entry.free_delta
+            reserved += entry.reserved_delta_cents
+            after = msgspec.structs.replace(account, free_cents=free, reserved_cents=reserved)
+            if self._may_cross(entry.free_delta, after):
+                account = await self._post_run(conn, account, run, posted)
+                run = []
+                one = await self.post(conn, entry, require_funds=require_funds)
+                posted.append(one)
+                account = one.account
+                continue
+            run.append(entry)
+        await self._post_run(conn, account, run, posted)
+        return posted
+
+    async def _post_run(
+        self, conn: AsyncConnection, account: AccountRow, run: list[NewEntry], posted: list[Posted]
+    ) -> AccountRow:
+        """Write ``run`` (crossing no watched level) at once; append what was posted; the account after."""
+        if not run:
+            return account
+        free_delta = sum(entry.free_delta for entry in run)
+        row = (
+            await conn.execute(
+                _MOVE_ACCOUNT,
+                {
+                    "account": account.org_id,
+                    "free_delta": free_delta,
+                    "reserved_delta": sum(entry.reserved_delta_cents for entry in run),
+                    "count": len(run),
+                    "at": run[-1].created_at,
+                },
+            )
+        ).one()
+        after = AccountRow(*row)
+        rows: list[dict[str, Any]] = []
+        written: list[tuple[NewEntry, AccountRow]] = []
+        free, reserved = account.free_cents, account.reserved_cents
+        for entry in run:
+            free += entry.free_delta
+            reserved += entry.reserved_delta_cents
+            balance = msgspec.structs.replace(after, free_cents=free, reserved_cents=reserved)
+            written.append((entry, balance))
+            rows.append(
+                {**msgspec.structs.asdict(entry), "free_after_cents": free, "reserved_after_cents": reserved}
+            )
+        if (free, reserved) != (after.free_cents, after.reserved_cents):
+            raise RuntimeError("the account moved under its lock")  # the caller must hold the lock
+        ids = {
+            reference: entry_id for reference, entry_id in (await conn.execute(_INSERT_ENTRIES, rows)).all()
+        }
+        for entry, balance in written:
+            entry_id = ids[entry.reference]
+            self.count_entry(entry.kind)
+            one = Posted(entry=entry.written(entry_id, balance), account=balance)
+            if self.hooks.implemented("billfold_ledger_entry_written"):
+                await self.hooks.call(
+                    "billfold_ledger_entry_written", conn=conn, entry=one.entry, account=balance
+                )
+            posted.append(one)
+        return after
 
     @staticmethod
     def _may_cross(free_delta: int, account: AccountRow) -> bool:

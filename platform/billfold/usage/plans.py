@@ -356,41 +356,41 @@ class PlanService:
             moves[f"unverified:{usage.channel}"] = (usage.units, internal)
         return moves
 
-    async def check_and_count(
+    async def counters_now(self, conn: AsyncConnection, plan: Plan) -> dict[str, tuple[int, int]]:
+        """The cycle's counters: name → (value, warning level reached)."""
+        rows = (await conn.execute(_COUNTERS, {"org_id": plan.org_id, "cycle_start": plan.cycle_start})).all()
+        return {r.counter: (r.value, r.warned) for r in rows}
+
+    @staticmethod
+    def refusal(
+        plan: Plan, moves: dict[str, tuple[int, int | None]], current: dict[str, tuple[int, int]]
+    ) -> PaymentRequired | None:
+        """The 402 (the cap's code) for an event whose ``moves`` would take a counter past its cap
+        and no overage applies; None when it fits."""
+        for name, (delta, cap) in moves.items():
+            if cap is None:
+                continue
+            value = current.get(name, (0, 0))[0]
+            kind = "unverified" if name.startswith("unverified:") else name
+            over = (cap == 0 and name == "spend") or value + delta > cap
+            if over and not plan.overage_allowed(kind):
+                return PaymentRequired(
+                    f"this event would take the {kind} cap past {cap} ({value} used this cycle)",
+                    code=CAP_CODES[kind],
+                    fix="Raise the cap or change the plan, or wait for the next cycle.",
+                    extra={"cap": cap, "used": value, "cycle_start": plan.cycle_start.isoformat()},
+                )
+        return None
+
+    async def advance(
         self,
         conn: AsyncConnection,
         plan: Plan,
-        usage: Usage,
-        *,
-        unverified: bool,
-        spend_cap: int | None,
-        refuse: bool = True,
-    ) -> dict[str, int]:
-        """Refuse (402, the cap's code) an event that would take a counter past its cap, unless
-        overage applies; otherwise add it to the cycle's counters and announce the warning levels it
-        reached. Returns what was added (to reverse it if the event later fails)."""
-        moves = self.counted(plan, usage, unverified=unverified, spend_cap=spend_cap)
-        current = {
-            r.counter: (r.value, r.warned)
-            for r in (
-                await conn.execute(_COUNTERS, {"org_id": plan.org_id, "cycle_start": plan.cycle_start})
-            ).all()
-        }
-        if refuse:
-            for name, (delta, cap) in moves.items():
-                if cap is None:
-                    continue
-                value = current.get(name, (0, 0))[0]
-                kind = "unverified" if name.startswith("unverified:") else name
-                over = (cap == 0 and name == "spend") or value + delta > cap
-                if over and not plan.overage_allowed(kind):
-                    raise PaymentRequired(
-                        f"this event would take the {kind} cap past {cap} ({value} used this cycle)",
-                        code=CAP_CODES[kind],
-                        fix="Raise the cap or change the plan, or wait for the next cycle.",
-                        extra={"cap": cap, "used": value, "cycle_start": plan.cycle_start.isoformat()},
-                    )
-        added: dict[str, int] = {}
+        moves: dict[str, tuple[int, int | None]],
+        current: dict[str, tuple[int, int]],
+    ) -> list[tuple[str, int, int]]:
+        """Add ``moves`` to ``current`` (in place) and announce the warning levels they reach, once
+        per cycle each. Returns the counters' changes to write: (name, delta, level reached)."""
         bumps: list[tuple[str, int, int]] = []
         for name, (delta, cap) in moves.items():
             if delta == 0 and name in current:
@@ -415,14 +415,29 @@ class PlanService:
                             },
                             org_id=plan.org_id,
                         )
+            current[name] = (after, reached)
             bumps.append((name, delta, reached))
-            added[name] = delta
-        if bumps:
-            await self._bump(conn, plan, bumps)
-        return added
+        return bumps
 
-    async def _bump(self, conn: AsyncConnection, plan: Plan, bumps: list[tuple[str, int, int]]) -> None:
-        """Add to several counters in one statement (name, delta, warning level reached)."""
+    async def check_and_count(
+        self, conn: AsyncConnection, plan: Plan, usage: Usage, *, unverified: bool, spend_cap: int | None
+    ) -> dict[str, int]:
+        """Refuse (402, the cap's code) an event that would take a counter past its cap, unless
+        overage applies; otherwise add it to the cycle's counters and announce the warning levels it
+        reached. Returns what was added (to reverse it if the event later fails)."""
+        moves = self.counted(plan, usage, unverified=unverified, spend_cap=spend_cap)
+        current = await self.counters_now(conn, plan)
+        refused = self.refusal(plan, moves, current)
+        if refused is not None:
+            raise refused
+        bumps = await self.advance(conn, plan, moves, current)
+        if bumps:
+            await self.bump(conn, plan, bumps)
+        return {name: delta for name, delta, _ in bumps}
+
+    async def bump(self, conn: AsyncConnection, plan: Plan, bumps: list[tuple[str, int, int]]) -> None:
+        """Add to several counters in one statement (name, delta, warning level reached; one row
+        per name)."""
         params: dict[str, Any] = {"org_id": plan.org_id, "cycle_start": plan.cycle_start}
         for i, (name, delta, warned) in enumerate(bumps):
             params[f"counter{i}"], params[f"delta{i}"], params[f"warned{i}"] = name, delta, warned

@@ -103,3 +103,23 @@ async def carry_charge(
     charge = rounded(total) - charged
     await conn.execute(_CARRY_SET, {**key, "exact_total": str(total), "charged": charged + charge})
     return charge
+
+
+async def store_carries(
+    conn: AsyncConnection, org_id: uuid.UUID, currency: str, carried: dict[str, tuple[str, int]]
+) -> None:
+    """Set the carried totals of several channels at once (a batch priced them in memory, under
+    the account lock): channel → (exact_total, charged_cents)."""
+    await conn.execute(
+        _CARRY_SET,
+        [
+            {
+                "org_id": org_id,
+                "channel": channel,
+                "currency": currency,
+                "exact_total": total,
+                "charged": charged,
+            }
+            for channel, (total, charged) in sorted(carried.items())
+        ],
+    )

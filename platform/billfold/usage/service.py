@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from advanced_alchemy.types import GUID
@@ -36,7 +36,7 @@ from billfold.plugins import Hooks
 from billfold.usage.close import period_of
 from billfold.usage.models import UsageDaily, UsageEvent, UsageSession, UsageSubscriberMonth
 from billfold.usage.plans import PlanService, Usage, plans_table
-from billfold.usage.pricing import carry, carry_charge, ceiling, price_text
+from billfold.usage.pricing import carry, carry_charge, ceiling, price_text, rounded, store_carries
 from billfold.usage.schemas import BatchResult, SettleIn, UsageBalance, UsageBilling, UsageIn, UsageOut
 
 events = table_of(UsageEvent)
@@ -111,6 +111,39 @@ class _Plan:
     def __init__(self, row: Any) -> None:
         for column in plans_table.c:
             setattr(self, column.name, getattr(row, f"plan_{column.name}"))
+
+
+_EARLIER = select(events.c.event_id, events.c.request_hash, events.c.result).where(
+    events.c.org_id == bindparam("org_id"), events.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_CARRIES = select(carry.c.channel, carry.c.exact_total, carry.c.charged_cents).where(
+    carry.c.org_id == bindparam("org_id"), carry.c.currency == bindparam("currency")
+)
+
+
+class _OneByOne(Exception):
+    """A batch event was refused after it was priced: run the batch one event at a time."""
+
+
+class _Accepted(NamedTuple):
+    """A batch event accepted in memory, written with the rest of the batch."""
+
+    event: UsageIn
+    usage_id: uuid.UUID
+    digest: str
+    billed: int
+    quote: PriceQuote
+    amount: int
+    entry: NewEntry | None
+    counted: dict[str, int]
+
+
+def _batch_result(event: UsageIn, status: Literal["accepted", "replayed"], out: UsageOut) -> BatchResult:
+    return BatchResult(event_id=event.event_id, status=status, usage_id=out.usage_id)
+
+
+def _refused(event: UsageIn, refused: BillfoldError) -> BatchResult:
+    return BatchResult(event_id=event.event_id, status="refused", code=refused.code, message=refused.message)
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -246,64 +279,22 @@ class UsageService:
         )
         usage_id = new_id()
         posted, hold_id = await self._move_money(conn, org_id, usage_id, event, amount, quote, billed)
-        account_after = posted.account if posted is not None else account
-        result = UsageOut(
-            usage_id=usage_id,
-            event_id=event.event_id,
-            status="reserved" if event.reserve else "accepted",
-            entry=self._entry(posted),
+        result, row = self._written(
+            org_id,
+            usage_id,
+            event,
+            digest,
+            at,
+            billed=billed,
+            quote=quote,
+            amount=amount,
+            account=posted.account if posted is not None else account,
+            posted=posted,
             hold_id=hold_id,
-            billing=UsageBilling(
-                channel=event.channel,
-                message_type=event.message_type,
-                quantity=event.quantity,
-                billed_quantity=billed,
-                unit_price=price_text(quote.unit_price),
-                amount_cents=amount,
-                currency=account.currency,
-                balance=UsageBalance(
-                    free=account_after.free_cents,
-                    reserved=account_after.reserved_cents,
-                    total=account_after.total_cents,
-                ),
-                tier=quote.tier,
-            ),
-            occurred_at=event.occurred_at,
-            created_at=at,
+            cycle_start=plan.cycle_start,
+            counted=counted,
         )
-        await conn.execute(
-            _INSERT_EVENT,
-            dict(
-                id=usage_id,
-                org_id=org_id,
-                event_id=event.event_id,
-                request_hash=digest,
-                channel=event.channel,
-                message_type=event.message_type,
-                category=event.category,
-                quantity=event.quantity,
-                billed_quantity=billed,
-                unit_price=price_text(quote.unit_price),
-                amount_cents=amount,
-                currency=account.currency,
-                status=result.status,
-                hold_id=hold_id,
-                entry_id=posted.entry.id if posted is not None and not event.reserve else None,
-                cycle_start=plan.cycle_start,
-                counted=counted,
-                tier=quote.tier,
-                subscriber_id=event.subscriber_id,
-                agent_id=event.agent_id,
-                session_id=event.session_id,
-                call_id=event.call_id,
-                phone_number_id=event.phone_number_id,
-                phone_number_value=event.phone_number_value,
-                metadata=event.metadata,
-                result=msgspec.to_builtins(result),
-                occurred_at=event.occurred_at,
-                created_at=at,
-            ),
-        )
+        await conn.execute(_INSERT_EVENT, row)
         if not event.reserve:
             await self._roll_up(
                 conn,
@@ -317,6 +308,80 @@ class UsageService:
                 amount=amount,
             )
         return Recorded(result, replayed=False)
+
+    def _written(
+        self,
+        org_id: uuid.UUID,
+        usage_id: uuid.UUID,
+        event: UsageIn,
+        digest: str,
+        at: datetime.datetime,
+        *,
+        billed: int,
+        quote: PriceQuote,
+        amount: int,
+        account: AccountRow,
+        posted: Posted | None,
+        hold_id: uuid.UUID | None,
+        cycle_start: datetime.date,
+        counted: dict[str, int],
+    ) -> tuple[UsageOut, dict[str, Any]]:
+        """An accepted event's answer and its ``usage_events`` row (``account``: the balances right
+        after it)."""
+        unit_price = price_text(quote.unit_price)
+        result = UsageOut(
+            usage_id=usage_id,
+            event_id=event.event_id,
+            status="reserved" if event.reserve else "accepted",
+            entry=self._entry(posted),
+            hold_id=hold_id,
+            billing=UsageBilling(
+                channel=event.channel,
+                message_type=event.message_type,
+                quantity=event.quantity,
+                billed_quantity=billed,
+                unit_price=unit_price,
+                amount_cents=amount,
+                currency=account.currency,
+                balance=UsageBalance(
+                    free=account.free_cents, reserved=account.reserved_cents, total=account.total_cents
+                ),
+                tier=quote.tier,
+            ),
+            occurred_at=event.occurred_at,
+            created_at=at,
+        )
+        row = dict(
+            id=usage_id,
+            org_id=org_id,
+            event_id=event.event_id,
+            request_hash=digest,
+            channel=event.channel,
+            message_type=event.message_type,
+            category=event.category,
+            quantity=event.quantity,
+            billed_quantity=billed,
+            unit_price=unit_price,
+            amount_cents=amount,
+            currency=account.currency,
+            status=result.status,
+            hold_id=hold_id,
+            entry_id=posted.entry.id if posted is not None and not event.reserve else None,
+            cycle_start=cycle_start,
+            counted=counted,
+            tier=quote.tier,
+            subscriber_id=event.subscriber_id,
+            agent_id=event.agent_id,
+            session_id=event.session_id,
+            call_id=event.call_id,
+            phone_number_id=event.phone_number_id,
+            phone_number_value=event.phone_number_value,
+            metadata=event.metadata,
+            result=msgspec.to_builtins(result),
+            occurred_at=event.occurred_at,
+            created_at=at,
+        )
+        return result, row
 
     async def _billed_units(
         self,
@@ -416,41 +481,48 @@ class UsageService:
     ) -> tuple[Posted | None, uuid.UUID | None]:
         if amount == 0:
             return None, None
-        unit = self.channels[event.channel].unit
-        description = (
-            f"Usage: {event.channel}{'/' + event.message_type if event.message_type else ''} "
-            f"{billed} {unit}{'s' if billed != 1 else ''} x {price_text(quote.unit_price)}"
-        )[:500]
-        metadata = {"usage_id": str(usage_id), "event_id": event.event_id, "channel": event.channel}
+        entry = self._debit(org_id, usage_id, event, amount, quote, billed)
         if event.reserve:
             hold, posted = await self.holds.hold(
                 org_id,
                 amount,
                 expires_in_seconds=self.config.reserve_expires_in_seconds,
                 conn=conn,
-                description=description,
-                metadata=metadata,
+                description=entry.description,
+                metadata=entry.metadata,
             )
             return posted, hold.id
         await self.ledger.authorize(
-            conn, org_id, amount, "debit", {"description": description, "metadata": metadata}
+            conn, org_id, amount, "debit", {"description": entry.description, "metadata": entry.metadata}
         )
-        posted = await self.ledger.post(
-            conn,
-            NewEntry(
-                org_id=org_id,
-                kind="debit",
-                amount_cents=-amount,
-                description=description,
-                metadata=metadata,
-                call_id=event.call_id,
-                phone_number_id=event.phone_number_id,
-                phone_number_value=event.phone_number_value,
-                reference=f"usage:{usage_id}",
-            ),
-            require_funds=True,
+        return await self.ledger.post(conn, entry, require_funds=True), None
+
+    def _debit(
+        self,
+        org_id: uuid.UUID,
+        usage_id: uuid.UUID,
+        event: UsageIn,
+        amount: int,
+        quote: PriceQuote,
+        billed: int,
+    ) -> NewEntry:
+        """The ledger entry that charges an event ``amount`` (held instead when reserved)."""
+        unit = self.channels[event.channel].unit
+        description = (
+            f"Usage: {event.channel}{'/' + event.message_type if event.message_type else ''} "
+            f"{billed} {unit}{'s' if billed != 1 else ''} x {price_text(quote.unit_price)}"
+        )[:500]
+        return NewEntry(
+            org_id=org_id,
+            kind="debit",
+            amount_cents=-amount,
+            description=description,
+            metadata={"usage_id": str(usage_id), "event_id": event.event_id, "channel": event.channel},
+            call_id=event.call_id,
+            phone_number_id=event.phone_number_id,
+            phone_number_value=event.phone_number_value,
+            reference=f"usage:{usage_id}",
         )
-        return posted, None
 
     def _entry(self, posted: Posted | None) -> dict[str, Any] | None:
         if posted is None:
@@ -494,9 +566,229 @@ class UsageService:
     async def record_batch(
         self, org_id: uuid.UUID, batch: list[UsageIn]
     ) -> list[tuple[BatchResult, UsageOut | None]]:
-        """Each event all-or-nothing (a savepoint each), the batch one transaction under one lock."""
+        """Each event all-or-nothing, in order, the batch one transaction under one lock.
+
+        A batch of plain events (charged per unit or started increment, none reserved) is priced
+        and checked event by event in memory and written at once: one INSERT of its events, one of
+        its ledger entries, one UPDATE of the account, one upsert each of its carried fractions,
+        counters and daily rollups (pricing plugins still run once per event). When an event of
+        such a batch is refused after it was priced (a cap, the balance, a plugin's veto), the
+        pricing may have left state behind (the tiers plugin's volume), so the transaction is rolled
+        back and the batch runs again one event at a time, each in a savepoint: a refused event
+        then leaves nothing. Other batches (reserved sends, per-session or per-subscriber message
+        types) always run one event at a time."""
         if len(batch) > self.config.max_batch:
             raise ValidationFailed(f"at most {self.config.max_batch} events in one batch", field="events")
+        if all(self._plain(event) for event in batch):
+            try:
+                return await self._batch_at_once(org_id, batch)
+            except _OneByOne:
+                pass
+        return await self._batch_one_by_one(org_id, batch)
+
+    def _plain(self, event: UsageIn) -> bool:
+        """An event the batch can price and count in memory: not reserved, charged per unit."""
+        channel = self.channels.get(event.channel)
+        if event.reserve or channel is None:
+            return not event.reserve  # an unknown channel is refused before anything moves
+        kind = (
+            channel.message_types[event.message_type].charge
+            if event.message_type in channel.message_types
+            else "unit"
+        )
+        return kind == "unit"
+
+    async def _batch_at_once(
+        self, org_id: uuid.UUID, batch: list[UsageIn]
+    ) -> list[tuple[BatchResult, UsageOut | None]]:
+        results: list[tuple[BatchResult, UsageOut | None]] = []
+        async with self.db.transaction() as conn:
+            account = await self.ledger.lock(conn, org_id)
+            context = (
+                await conn.execute(_CONTEXT, {"org_id": org_id, "event_id": None, "channel": None})
+            ).one()
+            earlier = {
+                row.event_id: (row.request_hash, row.result)
+                for row in (
+                    await conn.execute(_EARLIER, {"org_id": org_id, "ids": list({e.event_id for e in batch})})
+                ).all()
+            }
+            carried: dict[str, tuple[str, int]] = {
+                row.channel: (row.exact_total, row.charged_cents)
+                for row in (
+                    await conn.execute(_CARRIES, {"org_id": org_id, "currency": account.currency})
+                ).all()
+            }
+            status, created_at = context.status, as_utc(context.created_at)
+            at = now()
+            plan = await self.plans.current(
+                conn, org_id, created_at, at, row=None if context.plan_org_id is None else _Plan(context)
+            )
+            counters = await self.plans.counters_now(conn, plan)
+            free = account.free_cents
+            accepted: list[_Accepted] = []
+            in_batch: dict[str, tuple[str, int]] = {}  # event_id → (request hash, index in accepted)
+            # per event: ("answered", result, answer) or ("accepted" | "replayed", index in accepted)
+            outcomes: list[tuple[Any, ...]] = []
+            carries_moved: set[str] = set()
+            bumps: dict[str, tuple[int, int]] = {}  # counter → (delta, level reached)
+            for event in batch:
+                try:
+                    channel = self._channel(event)
+                    digest = request_hash(event)
+                    first_hash: str | None = None
+                    if event.event_id in in_batch:
+                        first_hash, index = in_batch[event.event_id]
+                    elif event.event_id in earlier:
+                        first_hash, first_result = earlier[event.event_id]
+                    if first_hash is not None and first_hash != digest:
+                        raise Conflict(
+                            f"event_id {event.event_id!r} was already reported with another body",
+                            code="event_id_conflict",
+                            field="event_id",
+                        )
+                    if event.event_id in in_batch:
+                        outcomes.append(("replayed", index))
+                        continue
+                    if first_hash is not None:
+                        out = msgspec.convert(first_result, UsageOut)
+                        outcomes.append(("answered", _batch_result(event, "replayed", out), out))
+                        continue
+                    if status == "blocked":
+                        raise PaymentRequired(
+                            "this organization is blocked and sends nothing",
+                            code="account_blocked",
+                            fix="Ask the operator to unblock the organization.",
+                        )
+                except BillfoldError as refused:
+                    outcomes.append(("answered", _refused(event, refused), None))
+                    continue
+                # From here the event is priced: a refusal sends the whole batch one event at a time.
+                billed = channel.billed(event.quantity)
+                quote = await self._price(conn, org_id, event, billed, account.currency, at)
+                exact = quote.unit_price * billed
+                before = carried.get(event.channel)
+                total = exact if before is None else Decimal(before[0]) + exact
+                charged = 0 if before is None else before[1]
+                amount = rounded(total) - charged
+                if amount > MAX_AMOUNT or (amount and free - amount < -account.overage_limit_cents):
+                    raise _OneByOne
+                moves = self.plans.counted(
+                    plan,
+                    Usage(
+                        channel=event.channel,
+                        units=event.quantity if channel.increment_seconds is None else billed,
+                        amount_cents=amount,
+                    ),
+                    unverified=status == "unverified",
+                    spend_cap=context.usage_cap_cents,
+                )
+                if self.plans.refusal(plan, moves, counters) is not None:
+                    raise _OneByOne
+                usage_id = new_id()
+                entry = self._debit(org_id, usage_id, event, amount, quote, billed) if amount else None
+                if entry is not None:
+                    try:
+                        await self.ledger.authorize(
+                            conn,
+                            org_id,
+                            amount,
+                            "debit",
+                            {"description": entry.description, "metadata": entry.metadata},
+                        )
+                    except BillfoldError:
+                        raise _OneByOne from None
+                carried[event.channel] = (str(total), charged + amount)
+                carries_moved.add(event.channel)
+                counted = {}
+                for name, delta, reached in await self.plans.advance(conn, plan, moves, counters):
+                    counted[name] = delta
+                    total_delta, _ = bumps.get(name, (0, 0))
+                    bumps[name] = (total_delta + delta, reached)
+                free -= amount
+                accepted.append(_Accepted(event, usage_id, digest, billed, quote, amount, entry, counted))
+                in_batch[event.event_id] = (digest, len(accepted) - 1)
+                outcomes.append(("accepted", len(accepted) - 1))
+            if accepted:
+                posted = iter(
+                    await self.ledger.post_many(
+                        conn, account, [a.entry for a in accepted if a.entry is not None], require_funds=True
+                    )
+                )
+                rows: list[dict[str, Any]] = []
+                written: list[UsageOut] = []
+                balance = account
+                for item in accepted:
+                    one = next(posted) if item.entry is not None else None
+                    if one is not None:
+                        balance = one.account
+                    result, row = self._written(
+                        org_id,
+                        item.usage_id,
+                        item.event,
+                        item.digest,
+                        at,
+                        billed=item.billed,
+                        quote=item.quote,
+                        amount=item.amount,
+                        account=balance,
+                        posted=one,
+                        hold_id=None,
+                        cycle_start=plan.cycle_start,
+                        counted=item.counted,
+                    )
+                    rows.append(row)
+                    written.append(result)
+                await conn.execute(_INSERT_EVENT, rows)
+                await store_carries(
+                    conn, org_id, account.currency, {name: carried[name] for name in carries_moved}
+                )
+                if bumps:
+                    await self.plans.bump(conn, plan, [(name, d, r) for name, (d, r) in bumps.items()])
+                await self._roll_up_many(conn, org_id, at, accepted)
+        # In the batch's order; a repeat of an event accepted earlier in the batch answers its result.
+        for event, outcome in zip(batch, outcomes, strict=True):
+            if outcome[0] == "answered":
+                results.append((outcome[1], outcome[2]))
+            else:
+                out = written[outcome[1]]
+                results.append((_batch_result(event, outcome[0], out), out))
+        return results
+
+    async def _roll_up_many(
+        self, conn: AsyncConnection, org_id: uuid.UUID, at: datetime.datetime, accepted: list[_Accepted]
+    ) -> None:
+        """The daily rollups of a batch's accepted events, one row per key."""
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for item in accepted:
+            key = (item.event.channel, item.event.message_type or "", item.event.category or "")
+            total = sums.setdefault(key, [0, 0, 0, 0])
+            total[0] += 1
+            total[1] += item.event.quantity
+            total[2] += item.billed
+            total[3] += item.amount
+        await conn.execute(
+            _ROLL_UP,
+            [
+                {
+                    "org_id": org_id,
+                    "day": at.date(),
+                    "channel": channel,
+                    "message_type": message_type,
+                    "category": category,
+                    "events": count,
+                    "quantity": quantity,
+                    "billed": billed,
+                    "amount": amount,
+                }
+                for (channel, message_type, category), (count, quantity, billed, amount) in sums.items()
+            ],
+        )
+
+    async def _batch_one_by_one(
+        self, org_id: uuid.UUID, batch: list[UsageIn]
+    ) -> list[tuple[BatchResult, UsageOut | None]]:
+        """Each event in its own savepoint, after the account lock."""
         results: list[tuple[BatchResult, UsageOut | None]] = []
         async with self.db.transaction() as conn:
             await self.ledger.lock(conn, org_id)
@@ -508,28 +800,11 @@ class UsageService:
                             conn, org_id, event, channel, request_hash(event), locked=True
                         )
                 except BillfoldError as refused:
-                    results.append(
-                        (
-                            BatchResult(
-                                event_id=event.event_id,
-                                status="refused",
-                                code=refused.code,
-                                message=refused.message,
-                            ),
-                            None,
-                        )
-                    )
+                    results.append((_refused(event, refused), None))
                     continue
                 out = recorded.result
                 results.append(
-                    (
-                        BatchResult(
-                            event_id=event.event_id,
-                            status="replayed" if recorded.replayed else "accepted",
-                            usage_id=out.usage_id,
-                        ),
-                        out,
-                    )
+                    (_batch_result(event, "replayed" if recorded.replayed else "accepted", out), out)
                 )
         return results
 

@@ -1,0 +1,297 @@
+"""POST /v1/usage/batch against the same events sent one by one, on SQLite and on PostgreSQL.
+
+A batch of plain events is priced and checked in memory and written at once; a batch in which an
+event is refused after it was priced (the balance, a cap) runs again one event at a time. Either
+way each event's answer, the balances, the carried fractions, the counters, the tier volume and the
+reports must be what the same events sent one by one give."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy
+from advanced_alchemy.types import GUID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import bindparam, text
+
+from alerts_support import FAST, Receiver, deliver, migrate_alerts
+from conftest import ADMIN, minor_balance, verify
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+VOLATILE = {"usage_id", "id", "created_at", "entry_id", "hold_id"}
+
+
+@pytest.fixture
+def config_overrides(database_url: str) -> dict[str, Any]:
+    migrate_alerts(database_url)
+    return {"plugins": {"alerts": dict(FAST)}}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+def stable(value: Any) -> Any:
+    """An answer without what differs between two organizations (ids, times)."""
+    if isinstance(value, dict):
+        return {k: stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    return value
+
+
+async def one_by_one(client, tenant, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each event alone, answered the way a batch answers it."""
+    answers = []
+    for body in events:
+        response = await client.post("/v1/usage", json=body, headers=tenant.headers)
+        if response.status_code in (200, 201):
+            out = response.json()
+            status = "replayed" if response.status_code == 200 else "accepted"
+            answers.append({"event_id": body["event_id"], "status": status, "billing": out["billing"]})
+        else:
+            answers.append(
+                {"event_id": body["event_id"], "status": "refused", "code": response.json()["code"]}
+            )
+    return answers
+
+
+async def batched(client, tenant, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = await client.post("/v1/usage/batch", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    answers = []
+    for result in response.json()["results"]:
+        answer = {"event_id": result["event_id"], "status": result["status"]}
+        if result["status"] == "refused":
+            answer["code"] = result["code"]
+        else:
+            answer["billing"] = result["billing"]
+        answers.append(answer)
+    return answers
+
+
+@contextlib.contextmanager
+def statements(state) -> Iterator[list[str]]:
+    """The SQL statements the app runs meanwhile."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sqlalchemy.event.listen(state.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy.event.remove(state.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def state_of(client, state, tenant) -> dict[str, Any]:
+    """What the events left: balances, carried fractions, cycle counters, daily rollups, tier volume."""
+    async with state.engine.connect() as conn:
+
+        async def rows(sql: str) -> list[tuple[Any, ...]]:
+            statement = text(sql).bindparams(bindparam("org", type_=GUID()))
+            result = await conn.execute(statement, {"org": uuid.UUID(tenant.org_id)})
+            return sorted(tuple(str(v) for v in row) for row in result.all())
+
+        org = ":org"
+        found = {
+            "balance": await minor_balance(client, tenant.headers),
+            "carry": await rows(
+                f"SELECT channel, currency, exact_total, charged_cents FROM usage_carry WHERE org_id = {org}"
+            ),
+            "counters": await rows(f"SELECT counter, value, warned FROM usage_counters WHERE org_id = {org}"),
+            "daily": await rows(
+                "SELECT channel, message_type, category, events, quantity, billed_quantity, amount_cents "
+                f"FROM usage_daily WHERE org_id = {org}"
+            ),
+            "tiers": await rows(f"SELECT channel, step, volume FROM tiers_months WHERE org_id = {org}"),
+            "events": await rows(
+                "SELECT event_id, channel, quantity, billed_quantity, amount_cents, status "
+                f"FROM usage_events WHERE org_id = {org}"
+            ),
+        }
+    return found
+
+
+async def twins(new_tenant, balance: int) -> tuple[Any, Any]:
+    return await new_tenant(balance=balance, name="Batch"), await new_tenant(balance=balance, name="Alone")
+
+
+MIXED = [
+    {"channel": "sms", "quantity": 1, "event_id": "a"},
+    {"channel": "call", "quantity": 61, "event_id": "b"},
+    {"channel": "call", "quantity": 30, "event_id": "c", "message_type": "pro"},
+    {"channel": "email", "quantity": 7, "event_id": "d", "category": "newsletter"},
+    {"channel": "rcs", "quantity": 1, "event_id": "e", "message_type": "single"},
+    {"channel": "sms", "quantity": 1, "event_id": "a"},  # a repeat in the batch: replayed
+    {"channel": "sms", "quantity": 2, "event_id": "a"},  # another body: 409 in the batch
+    {"channel": "fax", "quantity": 1, "event_id": "f"},  # unknown channel
+    {"channel": "rcs", "quantity": 1, "event_id": "g", "message_type": "hologram"},  # unknown type
+    {"channel": "push", "quantity": 3, "event_id": "h"},  # free
+    *({"channel": "sms", "quantity": 1, "event_id": f"s{i}"} for i in range(40)),
+]
+
+
+async def test_a_mixed_batch_answers_as_the_events_sent_one_by_one(client, new_tenant, state):
+    batch_org, alone_org = await twins(new_tenant, 10_000)
+    # One event reported before the batch: the batch replays it.
+    for org in (batch_org, alone_org):
+        first = await client.post("/v1/usage", json=MIXED[1], headers=org.headers)
+        assert first.status_code == 201, first.text
+
+    with statements(state) as ran:
+        got = await batched(client, batch_org, MIXED)
+    # Written at once: no savepoint, and per priced event only the tiers plugin's statement (sms,
+    # email and rcs have ladders) beside a fixed number for the whole batch (some 16, and the
+    # plugin's three statements to start each ladder's month on first use).
+    assert not any("SAVEPOINT" in sql.upper() for sql in ran)
+    priced = sum(a["status"] == "accepted" for a in got)
+    assert len(ran) <= priced + 16 + 3 * 3, "\n".join(s[:90].replace("\n", " ") for s in ran)
+    expected = await one_by_one(client, alone_org, MIXED)
+    assert stable(got) == stable(expected)
+    assert [a["status"] for a in got[:10]] == [
+        "accepted",
+        "replayed",
+        "accepted",
+        "accepted",
+        "accepted",
+        "replayed",
+        "refused",
+        "refused",
+        "refused",
+        "accepted",
+    ]
+    assert [a.get("code") for a in got[6:9]] == [
+        "event_id_conflict",
+        "unknown_channel",
+        "unknown_message_type",
+    ]
+    # Every charge is whole, the sms carry never drifts, the balance after each event follows on.
+    sms = [
+        a["billing"]["amount_cents"]
+        for a in got
+        if a["status"] == "accepted" and a["billing"]["channel"] == "sms"
+    ]
+    assert len(sms) == 41 and set(sms) <= {0, 1}
+    assert sum(sms) == 32  # round(41 x 0.79) = round(32.39)
+    left = await state_of(client, state, batch_org)
+    assert left == await state_of(client, state, alone_org)
+    assert all(left[part] for part in ("carry", "counters", "daily", "tiers", "events"))
+    assert await verify(state) == []
+
+    # The batch again: everything is a replay (or the same refusal), nothing moves.
+    before = await state_of(client, state, batch_org)
+    again = await batched(client, batch_org, MIXED)
+    assert [a["status"] for a in again] == [
+        "refused" if a["status"] == "refused" else "replayed" for a in got
+    ]
+    assert stable([a.get("billing") for a in again]) == stable([a.get("billing") for a in got])
+    assert await state_of(client, state, batch_org) == before
+
+
+async def test_a_batch_that_runs_out_of_money_refuses_the_rest_and_counts_only_what_it_charged(
+    client, new_tenant, state
+):
+    batch_org, alone_org = await twins(new_tenant, 20)
+    events = [{"channel": "call", "quantity": 60, "event_id": f"c{i}"} for i in range(5)] + [
+        {"channel": "sms", "quantity": 1, "event_id": f"s{i}"} for i in range(10)
+    ]
+    with statements(state) as ran:
+        got = await batched(client, batch_org, events)
+    # The third call was refused after it was priced: the batch ran again, one savepoint an event.
+    assert sum("SAVEPOINT" in sql.upper() and "RELEASE" not in sql.upper() for sql in ran) >= len(events) - 1
+    expected = await one_by_one(client, alone_org, events)
+    assert stable(got) == stable(expected)
+    assert [a["status"] for a in got[:3]] == ["accepted", "accepted", "refused"]
+    assert got[2]["code"] == "insufficient_funds"
+    after = await state_of(client, state, batch_org)
+    assert after == await state_of(client, state, alone_org)
+    assert after["balance"]["free"] == 20 - 16 - sum(
+        a["billing"]["amount_cents"] for a in got[5:] if a["status"] == "accepted"
+    )
+    # The tier volume counts the sms the batch charged, not the refused ones.
+    assert after["tiers"] == [("sms", "standard", str(sum(a["status"] == "accepted" for a in got[5:])))]
+    assert await verify(state) == []
+
+
+async def test_a_batch_stops_at_the_messages_cap_as_single_events_do(client, new_tenant, state):
+    batch_org, alone_org = await twins(new_tenant, 10_000)
+    for org in (batch_org, alone_org):
+        response = await client.put(
+            f"/v1/admin/organizations/{org.org_id}/plan", json={"messages_cap": 5}, headers=ADMIN
+        )
+        assert response.status_code == 200, response.text
+    events = [{"channel": "email", "quantity": 2, "event_id": f"m{i}"} for i in range(4)]
+    got = await batched(client, batch_org, events)
+    assert stable(got) == stable(await one_by_one(client, alone_org, events))
+    assert [a.get("code") for a in got] == [None, None, "messages_cap_exceeded", "messages_cap_exceeded"]
+    assert await state_of(client, state, batch_org) == await state_of(client, state, alone_org)
+
+
+async def test_a_batch_crossing_a_watched_level_announces_it_once(client, new_tenant, state, receiver):
+    tenant = await new_tenant(balance=1040)
+    hook = await client.post(
+        "/v1/webhooks", json={"url": receiver.url, "events": ["billing.balance_low"]}, headers=tenant.headers
+    )
+    assert hook.status_code == 201, hook.text
+    receiver.secrets.append(hook.json()["secret"])
+    events = [{"channel": "call", "quantity": 60, "event_id": f"c{i}"} for i in range(10)]
+    got = await batched(client, tenant, events)
+    assert [a["billing"]["balance"]["free"] for a in got] == [1040 - 8 * n for n in range(1, 11)]
+    await deliver(state)
+    low = receiver.events("billing.balance_low")
+    assert [e["data"]["threshold_cents"] for e in low] == [1000]
+    assert low[0]["data"]["balance"]["free_cents"] == 1040 - 8 * 6  # the event that went below 1000
+    assert await verify(state) == []
+
+
+async def test_a_batch_with_a_reserved_send_runs_one_event_at_a_time(client, new_tenant, state):
+    tenant = await new_tenant(balance=1000)
+    events = [
+        {"channel": "call", "quantity": 60, "event_id": "r", "reserve": True},
+        {"channel": "sms", "quantity": 1, "event_id": "s"},
+    ]
+    got = await batched(client, tenant, events)
+    assert [a["status"] for a in got] == ["accepted", "accepted"]
+    assert (await minor_balance(client, tenant.headers)) == {
+        "free": 1000 - 8 - 1,
+        "reserved": 8,
+        "total": 1000 - 1,
+        "currency": "usd",
+    }
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["sms", "email", "call", "rcs", "fax"]),
+        st.integers(min_value=0, max_value=130),
+        st.integers(min_value=0, max_value=12),  # event ids repeat
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=EVENTS, balance=st.integers(min_value=0, max_value=300))
+async def test_any_batch_leaves_what_the_same_events_one_by_one_leave(
+    client, new_tenant, state, spec, balance
+):
+    batch_org, alone_org = await twins(new_tenant, balance)
+    events = [
+        {"channel": channel, "quantity": quantity, "event_id": f"e{ident}"}
+        for channel, quantity, ident in spec
+    ]
+    got = await batched(client, batch_org, events)
+    assert stable(got) == stable(await one_by_one(client, alone_org, events))
+    assert await state_of(client, state, batch_org) == await state_of(client, state, alone_org)
