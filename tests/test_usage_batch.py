@@ -8,6 +8,7 @@ reports must be what the same events sent one by one give."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -295,3 +296,58 @@ async def test_any_batch_leaves_what_the_same_events_one_by_one_leave(
     got = await batched(client, batch_org, events)
     assert stable(got) == stable(await one_by_one(client, alone_org, events))
     assert await state_of(client, state, batch_org) == await state_of(client, state, alone_org)
+
+
+async def tier_changes(state, tenant) -> list[dict[str, Any]]:
+    async with state.engine.connect() as conn:
+        statement = text(
+            "SELECT payload FROM outbox_events WHERE type = 'tier.changed' AND org_id = :org ORDER BY id"
+        ).bindparams(bindparam("org", type_=GUID()))
+        rows = await conn.execute(statement, {"org": uuid.UUID(tenant.org_id)})
+        return [p if isinstance(p, dict) else json.loads(p) for p in rows.scalars()]
+
+
+async def test_a_batch_crossing_a_tier_threshold_prices_as_one_by_one(client, new_tenant, state):
+    batch_org, alone_org = await twins(new_tenant, 100_000)
+    events = [
+        {"channel": "sms", "quantity": 9_998, "event_id": "bulk"},
+        {"channel": "email", "quantity": 3, "event_id": "mail"},
+        *({"channel": "sms", "quantity": 1, "event_id": f"s{i}"} for i in range(4)),
+        {"channel": "rcs", "quantity": 2, "event_id": "r", "message_type": "basic"},
+    ]
+    with statements(state) as ran:
+        got = await batched(client, batch_org, events)
+    # One statement per tiered channel, not one per event (twice here: a new month's row is made
+    # after the first finds none).
+    assert sum(sql.startswith("UPDATE tiers_months SET volume") for sql in ran) == 3 * 2
+    assert stable(got) == stable(await one_by_one(client, alone_org, events))
+    sms = [a["billing"] for a in got if a["billing"]["channel"] == "sms"]
+    # units 1..10,000 at the first price; the event that reaches 10,000 moves the step for the next
+    assert [b["unit_price"] for b in sms] == ["0.79", "0.79", "0.79", "0.69", "0.69"]
+    assert [b["tier"]["current"] for b in sms] == ["standard", "standard", "growth", "growth", "growth"]
+    assert [b["tier"]["volume_used"] for b in sms] == [9_998, 9_999, 10_000, 10_001, 10_002]
+    assert await state_of(client, state, batch_org) == await state_of(client, state, alone_org)
+    changes = await tier_changes(state, batch_org)
+    assert changes == await tier_changes(state, alone_org)
+    assert [(c["channel"], c["from"], c["to"]) for c in changes] == [("sms", "standard", "growth")]
+    assert await verify(state) == []
+
+
+async def test_a_batch_refused_after_pricing_leaves_the_tier_volume_as_one_by_one(client, new_tenant, state):
+    """The batch's tier statement counted every sms; the refusal rolls it back and the batch runs
+    one event at a time: only the charged sms count, and no step moved on a refused event."""
+    batch_org, alone_org = await twins(new_tenant, 7_902)
+    events = [
+        {"channel": "sms", "quantity": 9_999, "event_id": "bulk"},  # 7,899.21 cents: 7,899
+        *({"channel": "sms", "quantity": 1, "event_id": f"s{i}"} for i in range(6)),
+    ]
+    got = await batched(client, batch_org, events)
+    assert stable(got) == stable(await one_by_one(client, alone_org, events))
+    assert "refused" in [a["status"] for a in got]
+    left = await state_of(client, state, batch_org)
+    assert left == await state_of(client, state, alone_org)
+    accepted_units = sum(e["quantity"] for e, a in zip(events, got, strict=True) if a["status"] == "accepted")
+    assert left["tiers"] == [
+        ("sms", "growth" if accepted_units >= 10_000 else "standard", str(accepted_units))
+    ]
+    assert await tier_changes(state, batch_org) == await tier_changes(state, alone_org)

@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "billfold.hookspecs",
     "PluginState": "billfold.hookspecs",
     "PriceQuote": "billfold.hookspecs",
+    "UsageItem": "billfold.hookspecs",
     "WorkerTask": "billfold.hookspecs",
     "MigrationSource": "billfold.hookspecs",
     "Direction": "billfold.hookspecs",
@@ -157,6 +158,7 @@ if TYPE_CHECKING:
         MigrationSource,
         PluginState,
         PriceQuote,
+        UsageItem,
         WorkerTask,
         hookimpl,
     )

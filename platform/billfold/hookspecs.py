@@ -56,6 +56,14 @@ class PriceQuote(msgspec.Struct, frozen=True, kw_only=True):
     tier: dict[str, Any] | None = None
 
 
+class UsageItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a batch to price (``billfold_price_usage_batch``): ``quantity`` in billed units."""
+
+    channel: str
+    message_type: str | None
+    quantity: int
+
+
 class WorkerTask(msgspec.Struct, frozen=True, kw_only=True):
     """A periodic job a plugin runs in the background worker (``billfold_worker_tasks``).
 
@@ -235,6 +243,27 @@ def billfold_price_usage(
 
     Called inside the usage write's transaction (lock what must be counted exactly there). The
     core's flat price from ``channels.<name>.price`` answers last (``trylast``)."""
+
+
+@hookspec
+def billfold_price_usage_batch(
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    items: list[UsageItem],
+    currency: str,
+    at: datetime.datetime,
+    state: PluginState,
+) -> list[PriceQuote | None] | Awaitable[list[PriceQuote | None] | None] | None:
+    """Price the events of a ``POST /v1/usage/batch`` at once, in order, exactly as
+    ``billfold_price_usage`` would price them one after another: a list as long as ``items``
+    (a quote, or None for an item that is not yours), or None to pass on the whole batch, leaving
+    nothing changed. Each item takes the first non-None quote, in hook order.
+
+    Billfold asks it only while every plugin that implements ``billfold_price_usage`` implements
+    this too (else it asks ``billfold_price_usage`` once per event), and when one implementation
+    passes it prices the batch one event at a time instead. If an event is then refused after it
+    was priced (a cap, the balance), the transaction is rolled back and the batch runs again one
+    event at a time: what the answer counted is undone with it."""
 
 
 @hookspec(firstresult=True)

@@ -205,6 +205,10 @@ class Hooks:
     def implemented(self, name: str) -> bool:
         return bool(getattr(self._relay, name).get_hookimpls())
 
+    def implementers(self, name: str) -> set[object]:
+        """The plugin objects that implement hook ``name``."""
+        return {impl.plugin for impl in getattr(self._relay, name).get_hookimpls()}
+
     async def call(self, name: str, **kwargs: Any) -> list[Any]:
         """Every implementation's answer, in pluggy's order (tryfirst first)."""
         caller = getattr(self._relay, name)

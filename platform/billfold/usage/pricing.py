@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billfold.config import ChannelConfig
 from billfold.db import table_of
-from billfold.hookspecs import PriceQuote, hookimpl
+from billfold.hookspecs import PriceQuote, UsageItem, hookimpl
 from billfold.usage.models import UsageCarry
 
 carry = table_of(UsageCarry)
@@ -57,6 +57,19 @@ class FlatPrices:
         if config is None:
             return None
         return PriceQuote(unit_price=config.price_for(message_type, currency))
+
+    @hookimpl(trylast=True)
+    def billfold_price_usage_batch(self, items: list[UsageItem], currency: str) -> list[PriceQuote | None]:
+        """The same flat prices for a batch's items (no state: nothing to count)."""
+        quotes: list[PriceQuote | None] = []
+        for item in items:
+            config = self.channels.get(item.channel)
+            quotes.append(
+                None
+                if config is None
+                else PriceQuote(unit_price=config.price_for(item.message_type, currency))
+            )
+        return quotes
 
 
 _CARRY = select(carry.c.exact_total, carry.c.charged_cents).where(

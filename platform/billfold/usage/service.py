@@ -25,7 +25,7 @@ from billfold.config import ChannelConfig, CurrencyConfig, UsageConfig
 from billfold.db import Database, dialect_insert, new_id, table_of
 from billfold.errors import BillfoldError, Conflict, NotFound, PaymentRequired, ValidationFailed
 from billfold.events.outbox import emit
-from billfold.hookspecs import PriceQuote, WorkerTask, hookimpl
+from billfold.hookspecs import PriceQuote, UsageItem, WorkerTask, hookimpl
 from billfold.ledger.holds import HoldService
 from billfold.ledger.rows import ACCOUNT_COLUMNS, AccountRow, Posted, accounts, as_utc, holds
 from billfold.ledger.schemas import to_transaction
@@ -136,6 +136,16 @@ class _Accepted(NamedTuple):
     amount: int
     entry: NewEntry | None
     counted: dict[str, int]
+
+
+def _checked(quote: Any, channel: str) -> PriceQuote:
+    """A pricing hook's answer, or 400 when no plugin priced the channel."""
+    if not isinstance(quote, PriceQuote):
+        raise ValidationFailed(f"no price for channel {channel!r}", code="unpriced", field="channel")
+    price = quote.unit_price
+    if not isinstance(price, Decimal) or not price.is_finite() or price < 0:
+        raise RuntimeError(f"a pricing hook's answer is not a non-negative Decimal: {price!r}")
+    return quote
 
 
 def _batch_result(event: UsageIn, status: Literal["accepted", "replayed"], out: UsageOut) -> BatchResult:
@@ -460,14 +470,41 @@ class UsageService:
             currency=currency,
             at=at,
         )
-        if not isinstance(quote, PriceQuote):
-            raise ValidationFailed(
-                f"no price for channel {event.channel!r}", code="unpriced", field="channel"
+        return _checked(quote, event.channel)
+
+    async def _price_many(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        priced: list[tuple[UsageIn, ChannelConfig, str, int]],
+        currency: str,
+        at: datetime.datetime,
+    ) -> list[PriceQuote]:
+        """The quotes of a batch's events, in order: from ``billfold_price_usage_batch`` while every
+        pricing plugin answers it, else one ``billfold_price_usage`` call per event."""
+        if not priced:
+            return []
+        if self.hooks.implementers("billfold_price_usage") <= self.hooks.implementers(
+            "billfold_price_usage_batch"
+        ):
+            items = [
+                UsageItem(channel=event.channel, message_type=event.message_type, quantity=billed)
+                for event, _, _, billed in priced
+            ]
+            answers = await self.hooks.call(
+                "billfold_price_usage_batch", conn=conn, org_id=org_id, items=items, currency=currency, at=at
             )
-        price = quote.unit_price
-        if not isinstance(price, Decimal) or not price.is_finite() or price < 0:
-            raise RuntimeError(f"a billfold_price_usage answer is not a non-negative Decimal: {price!r}")
-        return quote
+            if None not in answers:
+                quotes = []
+                for position, (event, _, _, _) in enumerate(priced):
+                    quote = next(
+                        (answer[position] for answer in answers if answer[position] is not None), None
+                    )
+                    quotes.append(_checked(quote, event.channel))
+                return quotes
+        return [
+            await self._price(conn, org_id, event, billed, currency, at) for event, _, _, billed in priced
+        ]
 
     async def _move_money(
         self,
@@ -627,11 +664,15 @@ class UsageService:
             counters = await self.plans.counters_now(conn, plan)
             free = account.free_cents
             accepted: list[_Accepted] = []
-            in_batch: dict[str, tuple[str, int]] = {}  # event_id → (request hash, index in accepted)
-            # per event: ("answered", result, answer) or ("accepted" | "replayed", index in accepted)
-            outcomes: list[tuple[Any, ...]] = []
             carries_moved: set[str] = set()
             bumps: dict[str, tuple[int, int]] = {}  # counter → (delta, level reached)
+            # Which events are answered without a price (refused before anything moves, or a repeat),
+            # and which are priced. An event priced here is accepted below, or the batch runs again
+            # one event at a time: so a later repeat of its event_id in the batch is its replay.
+            priced: list[tuple[UsageIn, ChannelConfig, str, int]] = []  # event, channel, digest, billed
+            in_batch: dict[str, tuple[str, int]] = {}  # event_id → (request hash, index in priced)
+            # per event: ("answered", result, answer) or ("accepted" | "replayed", index in priced)
+            outcomes: list[tuple[Any, ...]] = []
             for event in batch:
                 try:
                     channel = self._channel(event)
@@ -663,9 +704,15 @@ class UsageService:
                 except BillfoldError as refused:
                     outcomes.append(("answered", _refused(event, refused), None))
                     continue
-                # From here the event is priced: a refusal sends the whole batch one event at a time.
-                billed = channel.billed(event.quantity)
-                quote = await self._price(conn, org_id, event, billed, account.currency, at)
+                in_batch[event.event_id] = (digest, len(priced))
+                outcomes.append(("accepted", len(priced)))
+                priced.append((event, channel, digest, channel.billed(event.quantity)))
+            try:
+                quotes = await self._price_many(conn, org_id, priced, account.currency, at)
+            except BillfoldError:  # a plugin refused to price one: that event is refused alone
+                raise _OneByOne from None
+            for (event, channel, digest, billed), quote in zip(priced, quotes, strict=True):
+                # A refusal from here sends the whole batch one event at a time.
                 exact = quote.unit_price * billed
                 before = carried.get(event.channel)
                 total = exact if before is None else Decimal(before[0]) + exact
@@ -707,8 +754,6 @@ class UsageService:
                     bumps[name] = (total_delta + delta, reached)
                 free -= amount
                 accepted.append(_Accepted(event, usage_id, digest, billed, quote, amount, entry, counted))
-                in_batch[event.event_id] = (digest, len(accepted) - 1)
-                outcomes.append(("accepted", len(accepted) - 1))
             if accepted:
                 posted = iter(
                     await self.ledger.post_many(

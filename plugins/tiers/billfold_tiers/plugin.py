@@ -18,7 +18,7 @@ import click
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold import MigrationSource, PriceQuote, StartupError, hookimpl, now, run_command
+from billfold import MigrationSource, PriceQuote, StartupError, UsageItem, hookimpl, now, run_command
 from billfold_tiers.config import TiersConfig
 from billfold_tiers.service import Tiers, month_of
 
@@ -76,6 +76,18 @@ async def billfold_price_usage(
     state: Any,
 ) -> PriceQuote | None:
     return await Tiers(state).price(conn, org_id, channel, message_type, quantity, currency, at)
+
+
+@hookimpl(tryfirst=True)
+async def billfold_price_usage_batch(
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    items: list[UsageItem],
+    currency: str,
+    at: datetime.datetime,
+    state: Any,
+) -> list[PriceQuote | None] | None:
+    return await Tiers(state).price_many(conn, org_id, items, currency, at)
 
 
 @hookimpl

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold import NotFound, PriceQuote, ValidationFailed, emit, now
+from billfold import NotFound, PriceQuote, UsageItem, ValidationFailed, emit, now
 from billfold_tiers.config import Ladder, TiersConfig
 from billfold_tiers.models import TierMonth, TierPin
 
@@ -182,6 +182,71 @@ class Tiers:
             unit_price=self.unit_price(channel, ladder, quote_step, message_type, currency),
             tier={"channel": channel, "current": ladder.names[step], "volume_used": volume},
         )
+
+    async def price_many(
+        self,
+        conn: AsyncConnection,
+        org_id: uuid.UUID,
+        items: list[UsageItem],
+        currency: str,
+        at: datetime.datetime,
+    ) -> list[PriceQuote | None] | None:
+        """The quotes :meth:`price` would give ``items`` one after another, with one statement per
+        tiered channel: the channel's units are added at once and the step in force is followed
+        through the items in memory; the moves it makes are written once, each announced. None
+        (nothing changed) when a channel's row is in a state the batch does not follow (a pinned
+        step whose pin has run out, a step no longer on the ladder): the core then prices the
+        events one at a time."""
+        month = month_of(at)
+        quotes: list[PriceQuote | None] = [None] * len(items)
+        by_channel: dict[str, list[int]] = {}
+        for position, item in enumerate(items):
+            if self.ladder(item.channel) is not None:
+                by_channel.setdefault(item.channel, []).append(position)
+        added: list[tuple[str, int]] = []
+        for channel, positions in by_channel.items():
+            ladder = self.known(channel)
+            units = [items[p].quantity if ladder.counts(items[p].message_type) else 0 for p in positions]
+            key = {"org_id": org_id, "channel": channel, "month": month, "units": sum(units)}
+            row = (await conn.execute(_ADD, key)).first()
+            if row is None:
+                await self.ensure_month(conn, org_id, channel, month, at)
+                row = (await conn.execute(_ADD, key)).first()
+                assert row is not None
+            added.append((channel, sum(units)))
+            step = ladder.index(row.step)
+            source = row.source
+            if step is None or (source == "manual" and row.pin_until is not None and row.pin_until <= at):
+                for undo, total in added:
+                    await conn.execute(_ADD, {**key, "channel": undo, "units": -total})
+                return None
+            volume = row.volume - sum(units)
+            start_step, start_source = step, source
+            moves: list[tuple[str, str]] = []
+            for position, count in zip(positions, units, strict=True):
+                quote_step = step
+                volume += count
+                if source != "manual":
+                    reached = ladder.for_volume(volume)
+                    if reached > step:
+                        moves.append((ladder.names[step], ladder.names[reached]))
+                        step, source = reached, "volume"
+                    elif source == "retained" and volume >= ladder.threshold(step):
+                        source = "volume"
+                item = items[position]
+                quotes[position] = PriceQuote(
+                    unit_price=self.unit_price(channel, ladder, quote_step, item.message_type, currency),
+                    tier={"channel": channel, "current": ladder.names[step], "volume_used": volume},
+                )
+            if (step, source) != (start_step, start_source):
+                await conn.execute(
+                    months.update()
+                    .where(months.c.org_id == org_id, months.c.channel == channel, months.c.month == month)
+                    .values(step=ladder.names[step], source=source, downgrade_counter=0, updated_at=now())
+                )
+            for before, after in moves:
+                await self._changed(conn, org_id, channel, before, after, "volume", month)
+        return quotes
 
     async def give_back(
         self,
