@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import standardwebhooks
 
 import billfold_alerts
@@ -154,3 +155,11 @@ async def deliver_until(state: Any, done: Callable[[], bool], seconds: float = 1
         assert time.monotonic() < deadline, "timed out waiting for deliveries"
         await deliver(state)
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def alerts_config(database_url: str) -> dict[str, Any]:
+    """``config_overrides`` of a module that runs the alerts plugin (its tables, fast retries):
+    ``config_overrides = alerts_config`` after importing it."""
+    migrate_alerts(database_url)
+    return {"plugins": {"alerts": dict(FAST)}}

@@ -359,3 +359,15 @@ def assert_error(
     if field is not None:
         assert body["error"].get("field") == field, body
     return body
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A webhook receiver on 127.0.0.1 that checks every signature it gets (the alerts plugin's
+    tests; ``alerts_support.Receiver``)."""
+    from alerts_support import Receiver
+
+    started = Receiver().start()
+    yield started
+    started.stop()
+    assert started.failures == [], started.failures

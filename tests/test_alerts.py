@@ -7,30 +7,18 @@ from __future__ import annotations
 import base64
 import datetime
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from alerts_support import FAST, Receiver, deliver, deliver_until, migrate_alerts
+from alerts_support import Receiver, alerts_config, deliver, deliver_until
 from conftest import ADMIN, assert_error
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@pytest.fixture
-def config_overrides(database_url: str) -> dict[str, Any]:
-    migrate_alerts(database_url)
-    return {"plugins": {"alerts": dict(FAST)}}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-    assert started.failures == [], started.failures
+config_overrides = alerts_config
 
 
 async def endpoint(

@@ -8,14 +8,14 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
-from alerts_support import FAST, Receiver, deliver, deliver_until, migrate_alerts
+from alerts_support import Receiver, alerts_config, deliver, deliver_until
 from billfold.api.app import Billfold
 from conftest import ADMIN, ADMIN_KEY, assert_error
 from test_alerts import adjust, charge, deliveries, endpoint, levels
@@ -37,18 +37,7 @@ except pytest.skip.Exception:  # Playwright is not installed
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@pytest.fixture
-def config_overrides(database_url: str) -> dict[str, Any]:
-    migrate_alerts(database_url)
-    return {"plugins": {"alerts": dict(FAST)}}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-    assert started.failures == [], started.failures
+config_overrides = alerts_config
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam, text
 
-from alerts_support import FAST, Receiver, deliver, migrate_alerts
+from alerts_support import alerts_config, deliver
 from conftest import ADMIN, minor_balance, verify
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -28,17 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 VOLATILE = {"usage_id", "id", "created_at", "entry_id", "hold_id"}
 
 
-@pytest.fixture
-def config_overrides(database_url: str) -> dict[str, Any]:
-    migrate_alerts(database_url)
-    return {"plugins": {"alerts": dict(FAST)}}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
+config_overrides = alerts_config
 
 
 def stable(value: Any) -> Any:
