@@ -18,9 +18,9 @@ import click
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billfold import MigrationSource, PriceQuote, StartupError, UsageItem, hookimpl, now, run_command
+from billfold import MigrationSource, PriceQuote, StartupError, UsageItem, hookimpl, run_command
 from billfold_tiers.config import TiersConfig
-from billfold_tiers.service import Tiers, month_of
+from billfold_tiers.service import TierList, Tiers, tier_list
 
 
 @hookimpl
@@ -127,40 +127,6 @@ async def billfold_dashboard_panels(org_id: uuid.UUID, state: Any) -> list[Any]:
     from billfold_tiers.dashboard import tiers_panel
 
     return await tiers_panel(org_id, state)
-
-
-# -- what the route and the command answer ----------------------------------------------------------
-
-
-class Tier(msgspec.Struct):
-    """Document 004's tier object."""
-
-    channel: str
-    current: str
-    qualification_source: str
-    volume_used: int
-    month: str
-    current_threshold: int
-    next_tier: str | None
-    next_threshold: int | None
-    downgrade_counter: int
-    pinned_until: str | None = None
-
-
-class TierList(msgspec.Struct):
-    tiers: list[Tier]
-
-
-async def tier_list(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList:
-    """One channel's tier object this month, or every tiered channel's."""
-    tiers = Tiers(state)
-    wanted = [channel] if channel is not None else list(tiers.config.channels)
-    month = month_of(now())
-    async with state.db.reading() as conn:
-        for name in wanted:
-            tiers.known(name)
-        objects = [await tiers.tier(conn, org_id, name, month) for name in wanted]
-    return TierList(tiers=[msgspec.convert(o, Tier) for o in objects])
 
 
 @hookimpl

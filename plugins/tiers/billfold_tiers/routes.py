@@ -21,8 +21,7 @@ from billfold import (
     record_audit,
     responses,
 )
-from billfold_tiers.plugin import Tier, TierList, tier_list
-from billfold_tiers.service import Tiers, month_of
+from billfold_tiers.service import Tier, TierList, Tiers, month_of, tier_list
 
 FAMILY_004 = {"family": "004"}
 """Errors of the tenant route take document 004's envelope, like the core's 004 routes."""

@@ -552,3 +552,37 @@ def _insert(conn: AsyncConnection) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql_insert(months)
     return sqlite_insert(months)
+
+
+# -- what the route and the command answer -----------------------------------------------------------
+
+
+class Tier(msgspec.Struct):
+    """Document 004's tier object."""
+
+    channel: str
+    current: str
+    qualification_source: str
+    volume_used: int
+    month: str
+    current_threshold: int
+    next_tier: str | None
+    next_threshold: int | None
+    downgrade_counter: int
+    pinned_until: str | None = None
+
+
+class TierList(msgspec.Struct):
+    tiers: list[Tier]
+
+
+async def tier_list(state: Any, org_id: uuid.UUID, channel: str | None) -> TierList:
+    """One channel's tier object this month, or every tiered channel's."""
+    tiers = Tiers(state)
+    wanted = [channel] if channel is not None else list(tiers.config.channels)
+    month = month_of(now())
+    async with state.db.reading() as conn:
+        for name in wanted:
+            tiers.known(name)
+        objects = [await tiers.tier(conn, org_id, name, month) for name in wanted]
+    return TierList(tiers=[msgspec.convert(o, Tier) for o in objects])
