@@ -330,3 +330,34 @@ async def test_a_filter_on_the_access_logger_gets_each_request_record(make_state
     assert [record.__dict__["fields"]["tracking_id"] for record in seen] == [refused.headers["X-Tracking-Id"]]
     assert list(line) == REQUEST_KEYS and line["tracking_id"] == refused.headers["X-Tracking-Id"]
     assert line["message"] == f"GET /v1/billing/balance 401 missing_api_key {line['duration_ms']:.1f} ms"
+
+
+def test_a_closed_stream_takes_no_more_lines_and_nothing_is_reported(monkeypatch):
+    """The stream a writer was given may close before it (a test's captured stderr): the lines that
+    wait then have nowhere to go and are not an error; a stream that fails otherwise is reported."""
+    from billfold import logs
+
+    reported: list[int] = []
+    monkeypatch.setattr(logs, "_report_error", lambda: reported.append(1))
+
+    stream = io.StringIO()
+    writer = LineWriter(stream)
+    try:
+        writer.write_line("before")
+        writer.flush()
+        assert stream.getvalue() == "before\n"
+        stream.close()
+        writer.write_line("after")
+        writer.flush()
+        assert reported == []
+
+        class Failing(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError("disk full")
+
+        writer.stream = Failing()
+        writer.write_line("lost")
+        writer.flush()
+        assert reported == [1]
+    finally:
+        writer.close()

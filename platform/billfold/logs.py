@@ -248,6 +248,11 @@ class LineWriter(logging.Handler):
             try:
                 self.stream.write("\n".join(lines))
                 self.stream.flush()
+            except ValueError:
+                # A stream closed under the writer (a test's captured stderr, once the test is
+                # over) takes nothing more: the lines have nowhere to go.
+                if not getattr(self.stream, "closed", False):
+                    _report_error()
             except Exception:
                 _report_error()
 
