@@ -40,6 +40,27 @@ from alerts_support import migrate_alerts
 from billfold.api.app import Billfold, create_app
 from conftest import ADMIN
 
+
+def _describe_lambdas_despite_cpython_106905() -> None:
+    """Hypothesis describes the lambdas of Schemathesis's strategies with ``ast.parse``; on CPython
+    3.11 that parse, deep in the stack, now and then raises ``SystemError: AST constructor recursion
+    depth mismatch`` (python/cpython#106905), which fails a generation that
+    has nothing wrong. A description is only text for reports: without one the lambda is unnamed."""
+    from hypothesis.internal import lambda_sources
+
+    describe = lambda_sources._lambda_description
+
+    def described(f: Any, *args: Any, **kwargs: Any) -> str:
+        try:
+            return describe(f, *args, **kwargs)
+        except SystemError:
+            return "lambda: <unknown>"
+
+    lambda_sources._lambda_description = described
+
+
+_describe_lambdas_despite_cpython_106905()
+
 QUIET = ("httpx", "billfold.api")
 """Loggers that write a line per request (httpx) or per 4xx (billfold.api) at INFO: thousands."""
 
