@@ -7,6 +7,7 @@ reports must be what the same events sent one by one give."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -341,3 +342,38 @@ async def test_a_batch_refused_after_pricing_leaves_the_tier_volume_as_one_by_on
         ("sms", "growth" if accepted_units >= 10_000 else "standard", str(accepted_units))
     ]
     assert await tier_changes(state, batch_org) == await tier_changes(state, alone_org)
+
+
+async def test_racing_batches_against_a_balance_of_twenty_calls_accept_twenty(client, new_tenant, state):
+    """Ten batches of ten one-minute calls at once against 160 cents: exactly twenty are charged,
+    whatever the order (on PostgreSQL the batches really run at once, on pooled connections)."""
+    tenant = await new_tenant(balance=160)
+    batches = [
+        [{"channel": "call", "quantity": 60, "event_id": f"b{b}-{n}"} for n in range(10)] for b in range(10)
+    ]
+    answers = await asyncio.gather(*(batched(client, tenant, events) for events in batches))
+    statuses = [a["status"] for answer in answers for a in answer]
+    assert statuses.count("accepted") == 20 and statuses.count("refused") == 80
+    assert {a["code"] for answer in answers for a in answer if a["status"] == "refused"} == {
+        "insufficient_funds"
+    }
+    assert (await minor_balance(client, tenant.headers))["free"] == 0
+    assert await verify(state) == []
+
+
+async def test_racing_repeats_of_one_batch_debit_once(client, new_tenant, state):
+    tenant = await new_tenant(balance=1000)
+    events = [{"channel": "sms", "quantity": 1, "event_id": f"s{n}"} for n in range(30)]
+    answers = await asyncio.gather(*(batched(client, tenant, events) for _ in range(8)))
+    firsts = [answer for answer in answers if answer[0]["status"] == "accepted"]
+    assert len(firsts) == 1
+    assert all(a["status"] == "accepted" for a in firsts[0])
+    assert all(a["status"] == "replayed" for answer in answers if answer is not firsts[0] for a in answer)
+    assert all(
+        stable(answer) == stable(firsts[0])
+        for answer in [[{**a, "status": "accepted"} for a in x] for x in answers]
+    )
+    assert (await minor_balance(client, tenant.headers))["free"] == 1000 - 24  # round(30 x 0.79)
+    state_now = await state_of(client, state, tenant)
+    assert len(state_now["events"]) == 30
+    assert await verify(state) == []
