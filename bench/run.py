@@ -396,6 +396,42 @@ async def seed_entries(dsn: str, org_id: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+async def metrics_after_the_run(base_url: str, admin_key: str) -> dict[str, Any]:
+    """A few charges refused for funds (an unfunded organization), then Billfold's /metrics with the
+    operator key: what the run counted, summed over the workers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        org = (
+            await client.post("/v1/admin/organizations", json={"name": "bench-unfunded"}, headers=admin)
+        ).json()
+        tenant = {"Authorization": f"Bearer {org['api_key']}"}
+        refused = [
+            (await client.post("/v1/billing/charges", content=CHARGE_BODY, headers=tenant)).status_code
+            for _ in range(5)
+        ]
+        await asyncio.sleep(2)  # the workers flush their counts every second
+        without_key = (await client.get("/metrics")).status_code
+        text = (await client.get("/metrics", headers=admin)).text
+    counted: dict[str, Any] = {"refused_statuses": refused, "status_without_key": without_key}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            what = {"billfold_charges_total": "charges", "billfold_usage_events_total": "usage events"}
+            if sample.name in what:
+                code = f" {labels['code']}" if labels.get("code") else ""
+                key = f"{what[sample.name]} {labels.get('outcome')}{code}"
+                counted[key] = counted.get(key, 0) + int(sample.value)
+            elif sample.name == "billfold_http_request_duration_seconds_bucket" and labels.get("route") == (
+                "/v1/billing/charges"
+            ):
+                key = f"charge latency <= {labels['le']} s"
+                if labels["le"] in ("0.005", "0.025", "0.1", "+Inf"):
+                    counted[key] = counted.get(key, 0) + int(sample.value)
+    return counted
+
+
 async def create_orgs(
     base_url: str, admin_key: str, names: list[str], funded: set[str], parallel: int = 16
 ) -> dict[str, dict[str, str]]:
@@ -690,6 +726,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"Billfold key-cache misses (api_keys lookups) in the spread scenario: {kc['api_key_lookups']:,} "
             f"for {kc['billfold_spread_requests']:,} charges = {100 * kc['lookups_per_spread_request']:.0f} %"
         )
+    scraped = dict(report.get("metrics") or {})
+    if scraped:
+        without, refused = scraped.pop("status_without_key"), scraped.pop("refused_statuses")
+        print(f"/metrics after the run (operator key; without it {without}; 5 unfunded charges: {refused}):")
+        for name, value in scraped.items():
+            print(f"  {name}: {value:,}")
     verify = report["ledger_verify"]
     print(f"ledger verify ({verify.get('entries', '?'):,} entries): {verify['summary']}")
     print(f"results: {report['results_file']}")
@@ -1160,6 +1202,8 @@ def main() -> int:
             "(warm-ups included); the single-key phases add about one lookup per worker per 5 s",
         }
 
+        log("/metrics after the run (and five charges refused for funds)")
+        scraped = asyncio.run(metrics_after_the_run(billfold.url, admin_key))
         log("billfold ledger verify")
         done = subprocess.run(
             [*console_script("billfold", "billfold.cli"), "ledger", "verify"],
@@ -1203,6 +1247,7 @@ def main() -> int:
             },
         }
         report = build_report(args, phases, config, verify)
+        report["metrics"] = scraped
         report["key_cache"] = key_cache
         report["results_file"] = str(RESULTS / f"{stamp}.json")
         Path(report["results_file"]).write_text(json.dumps(report, indent=2, default=str) + "\n")
