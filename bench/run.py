@@ -406,7 +406,7 @@ async def metrics_after_the_run(base_url: str, admin_key: str) -> dict[str, Any]
         org = (
             await client.post("/v1/admin/organizations", json={"name": "bench-unfunded"}, headers=admin)
         ).json()
-        tenant = {"Authorization": f"Bearer {org['api_key']}"}
+        tenant = {"Authorization": f"Bearer {org['api_key']}", "Content-Type": "application/json"}
         refused = [
             (await client.post("/v1/billing/charges", content=CHARGE_BODY, headers=tenant)).status_code
             for _ in range(5)
@@ -1186,6 +1186,8 @@ def main() -> int:
                         bench.measure(scenario, billfold, Load(keys, "GET", "/v1/billing/usage"), rnd)
                     )
             minimal.stop()
+        log("/metrics after the run (and five charges refused for funds)")
+        scraped = asyncio.run(metrics_after_the_run(billfold.url, admin_key))
         billfold.stop()
         time.sleep(1.0)
         spread_requests = sum(
@@ -1202,8 +1204,6 @@ def main() -> int:
             "(warm-ups included); the single-key phases add about one lookup per worker per 5 s",
         }
 
-        log("/metrics after the run (and five charges refused for funds)")
-        scraped = asyncio.run(metrics_after_the_run(billfold.url, admin_key))
         log("billfold ledger verify")
         done = subprocess.run(
             [*console_script("billfold", "billfold.cli"), "ledger", "verify"],
