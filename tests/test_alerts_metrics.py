@@ -5,10 +5,6 @@ endpoint's status, the backlog's age) read from the database at each scrape."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +14,9 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from alerts_support import FAST, Receiver, deliver, deliver_until, migrate_alerts
-from conftest import BILLFOLD_CLI, ROOT, assert_error
+from conftest import assert_error
 from test_alerts import charge, deliveries, endpoint, levels
-from test_metrics import Samples, free_port, parse, scrape, value
+from test_metrics import Samples, parse, scrape, serving_two_workers, value
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -157,41 +153,11 @@ def test_two_workers_sum_their_attempts(database_url: str, tmp_path: Path, recei
     attempt of POST /v1/webhooks/{id}/test, made by the worker that answers), and a scrape answered
     by either worker shows the sum."""
     receiver = receivers(200)
-    port = free_port()
     shared = tmp_path / "multiproc"
     shared.mkdir()
     admin_key = "alerts_metrics_key"
     admin = {"Authorization": f"Bearer {admin_key}"}
-    environ = {
-        **os.environ,
-        "BILLFOLD_CONFIG": "config/billing.yaml",
-        "BILLFOLD_DATABASE_URL": database_url,
-        "BILLFOLD_ADMIN_API_KEY": admin_key,
-        "BILLFOLD_RATE_LIMIT": "100000",
-        "PROMETHEUS_MULTIPROC_DIR": str(shared),
-    }
-    environ.pop("BILLFOLD_PLUGINS", None)
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BILLFOLD_CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            cwd=ROOT,
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+    with serving_two_workers(tmp_path, database_url, admin_key, shared) as base:
         created = httpx.post(f"{base}/v1/admin/organizations", json={"name": "Workers"}, headers=admin)
         assert created.status_code == 201, created.text
         tenant = {"Authorization": f"Bearer {created.json()['api_key']}", "Connection": "close"}
@@ -227,10 +193,3 @@ def test_two_workers_sum_their_attempts(database_url: str, tmp_path: Path, recei
             for _ in range(6)
         }
         assert scraped == {sent}  # whichever worker answered
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

@@ -6,12 +6,14 @@ and, under `billfold serve --workers 2`, the sum of both workers' counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,16 +280,11 @@ def test_the_hook_is_declared_and_exported():
 N_PER_ROUND = 30
 
 
-def serve_two_workers_and_charge(tmp_path: Path, database_url: str) -> tuple[int, dict[int, float], float]:
-    """`billfold serve --workers 2`; charges on new connections, round after round until both
-    workers answered some; then the scraped counter. Returns (charges sent, charges per worker
-    from the workers' files, the scraped count)."""
+@contextlib.contextmanager
+def serving_two_workers(tmp_path: Path, database_url: str, admin_key: str, shared: Path) -> Iterator[str]:
+    """`billfold serve --workers 2` with ``shared`` as its multiprocess metrics directory, until the
+    block ends (then SIGTERM); yields its base URL once /health answers."""
     port = free_port()
-    shared = tmp_path / "multiproc"
-    shared.mkdir()
-    (shared / "counter_99999.db").write_bytes(b"stale")  # an earlier run's: removed at start
-    admin_key = "metrics_test_key"
-    admin = {"Authorization": f"Bearer {admin_key}"}
     environ = {
         **os.environ,
         "BILLFOLD_CONFIG": "config/billing.yaml",
@@ -318,6 +315,26 @@ def serve_two_workers_and_charge(tmp_path: Path, database_url: str) -> tuple[int
             assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def serve_two_workers_and_charge(tmp_path: Path, database_url: str) -> tuple[int, dict[int, float], float]:
+    """`billfold serve --workers 2`; charges on new connections, round after round until both
+    workers answered some; then the scraped counter. Returns (charges sent, charges per worker
+    from the workers' files, the scraped count)."""
+    shared = tmp_path / "multiproc"
+    shared.mkdir()
+    (shared / "counter_99999.db").write_bytes(b"stale")  # an earlier run's: removed at start
+    admin_key = "metrics_test_key"
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    with serving_two_workers(tmp_path, database_url, admin_key, shared) as base:
         assert not (shared / "counter_99999.db").exists()
         created = httpx.post(
             f"{base}/v1/admin/organizations", json={"name": "Workers"}, headers=admin, timeout=30
@@ -358,13 +375,6 @@ def serve_two_workers_and_charge(tmp_path: Path, database_url: str) -> tuple[int
         counts = {value(s, "billfold_charges_total", outcome="accepted", code="") for s in scraped}
         assert len(counts) == 1, counts  # whichever worker answered
         return sent, per_worker, counts.pop()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def charges_per_worker(shared: Path) -> dict[int, float]:
