@@ -1103,37 +1103,28 @@ def main() -> int:
                         )
                     )
             minimal.stop()
-            # The same charges with the alerts plugin off (two Billfold servers at a time: with the
-            # minimal server too, their pools would pass PostgreSQL's max_connections).
-            no_alerts.start()
-            for rnd in range(1, args.rounds + 1):
-                for scenario, server, keys in [
-                    (f"alerts_{spread}", billfold, charge["spread"]),
-                    (f"alerts_{spread}", no_alerts, charge["spread"]),
-                    ("alerts_charges_hot_org", billfold, charge["hot-billfold"]),
-                    ("alerts_charges_hot_org", no_alerts, charge["hot-billfold"]),
-                ]:
-                    phases.append(
-                        bench.measure(
-                            scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
+
+            def charges_against(variant: Server, prefix: str) -> None:
+                """The charge phases again, Billfold and ``variant`` interleaved (two Billfold
+                servers at a time: with the minimal server too, their pools would pass
+                PostgreSQL's max_connections)."""
+                variant.start()
+                for rnd in range(1, args.rounds + 1):
+                    for scenario, server, keys in [
+                        (f"{prefix}_{spread}", billfold, charge["spread"]),
+                        (f"{prefix}_{spread}", variant, charge["spread"]),
+                        (f"{prefix}_charges_hot_org", billfold, charge["hot-billfold"]),
+                        (f"{prefix}_charges_hot_org", variant, charge["hot-billfold"]),
+                    ]:
+                        phases.append(
+                            bench.measure(
+                                scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
+                            )
                         )
-                    )
-            no_alerts.stop()
-            # The same charges with the request lines and /metrics off.
-            no_observability.start()
-            for rnd in range(1, args.rounds + 1):
-                for scenario, server, keys in [
-                    (f"observability_{spread}", billfold, charge["spread"]),
-                    (f"observability_{spread}", no_observability, charge["spread"]),
-                    ("observability_charges_hot_org", billfold, charge["hot-billfold"]),
-                    ("observability_charges_hot_org", no_observability, charge["hot-billfold"]),
-                ]:
-                    phases.append(
-                        bench.measure(
-                            scenario, server, Load(keys, "POST", "/v1/billing/charges", CHARGE_BODY), rnd
-                        )
-                    )
-            no_observability.stop()
+                variant.stop()
+
+            charges_against(no_alerts, "alerts")  # the alerts plugin off
+            charges_against(no_observability, "observability")  # request lines and /metrics off
             # Priced usage, in the same run after the charge rounds (run between them, its writes
             # and the autovacuum they start slowed the next charge rounds by about 10 %): one
             # event per request, and batches of 100.
