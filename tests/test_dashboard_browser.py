@@ -115,7 +115,10 @@ def _no_horizontal_scroll(page: object, width: int) -> None:
 def _sign_in(page: object, url: str, key: str) -> None:
     page.goto(f"{url}/dashboard/organizations")  # type: ignore[attr-defined]
     page.fill("#key", key)  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    # Until the answer to the form has loaded: a check run while the page is still navigating finds
+    # no document (seen once in CI: document.documentElement was null).
+    with page.expect_navigation():  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
 
 
 def _make_org(url: str, name: str, balance: int) -> str:
